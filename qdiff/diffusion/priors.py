@@ -1,0 +1,65 @@
+"""SO(3)-invariant, centered priors: the isotropic Gaussian and the harmonic (bond-graph) prior."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..geometry import center, kabsch_align
+from ..geometry._masks import atom_weights
+
+
+def gaussian_prior(
+    shape: tuple[int, int, int] | torch.Size,
+    mask: Tensor | None = None,
+    scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device=None,
+) -> Tensor:
+    """x0 = center(scale · z), z ~ N(0, I): the standard Gaussian on the centered subspace."""
+    z = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+    return center(scale * z, mask)
+
+
+def graph_laplacian(adjacency: Tensor, mask: Tensor | None = None) -> Tensor:
+    """L = D - A of a (weighted, symmetric) adjacency [B, N, N], restricted to valid atoms."""
+    A = adjacency.to(torch.float64)
+    if mask is not None:
+        m = mask.to(torch.float64)
+        A = A * m[:, :, None] * m[:, None, :]
+    return torch.diag_embed(A.sum(-1)) - A
+
+
+def harmonic_prior(
+    adjacency: Tensor,
+    mask: Tensor | None = None,
+    stiffness: float = 1.0,
+    align_to: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """x0 ~ p(x) ∝ exp(-stiffness/2 · sum_{(i,j) bonded} |x_i - x_j|²) on the centered subspace
+    (ET-Flow / EigenFold), sampled as x0 = sum_k z_k u_k / sqrt(stiffness λ_k) over the
+    eigenpairs of the bond-graph Laplacian.
+
+    Modes with λ = 0 beyond the global translation (a disconnected graph: relative placement of
+    the fragments) get unit variance instead of an infinite one. With `align_to` (the data x1),
+    x0 is Kabsch-aligned to it as ET-Flow does; that pairing is part of p(x0, x1), not of the loss.
+    """
+    B, N = adjacency.shape[:2]
+    device = adjacency.device
+    L = graph_laplacian(adjacency, mask)
+    if mask is not None:
+        # Decouple padding atoms (eigenvalue 1, masked out below) from the valid zero modes.
+        L = L + torch.diag_embed(1.0 - mask.to(torch.float64))
+    lam, U = torch.linalg.eigh(L)
+    tol = 1e-8 * lam.abs().amax(-1, keepdim=True).clamp_min(1.0)
+    inv_std = torch.where(lam > tol, (stiffness * lam.clamp_min(1e-300)).rsqrt(), torch.ones_like(lam))
+    z = torch.randn(B, N, 3, generator=generator, dtype=torch.float64, device=device)
+    x0 = U @ (inv_std[..., None] * z)
+    like = torch.zeros(B, N, 3, dtype=dtype, device=device)
+    x0 = center(x0.to(dtype), mask) * atom_weights(like, mask)
+    if align_to is not None:
+        x0 = kabsch_align(x0, align_to.to(dtype), mask)
+        x0 = center(x0, mask)
+    return x0
