@@ -1,0 +1,288 @@
+"""Interpolants, priors, treatment losses and samplers."""
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import random_clouds, random_mask
+from qdiff.diffusion import (
+    INTERPOLANTS,
+    TREATMENTS,
+    Fields,
+    denoiser_noise_schedule,
+    fields_from_denoiser,
+    fields_from_velocity,
+    gaussian_prior,
+    harmonic_prior,
+    make_interpolant,
+    regression_residual,
+    sample_ode,
+    sample_sde,
+    sampler_geometry,
+    time_grid,
+    treatment_loss,
+)
+from qdiff.diffusion.priors import graph_laplacian
+from qdiff.geometry import apply_rotation, center, kabsch_align, random_rotation, rmsd
+
+seeds = st.integers(0, 2**31 - 1)
+
+
+# ---------------------------------------------------------------- interpolants
+@pytest.mark.parametrize("name", sorted(INTERPOLANTS))
+def test_interpolant_boundaries_and_velocity(name):
+    it = make_interpolant(name)
+    x0, x1, eps = (random_clouds(3, 5, s) for s in range(3))
+    assert torch.allclose(it.sample(x0, x1, eps, 0.0), x0)
+    assert torch.allclose(it.sample(x0, x1, eps, 1.0), x1, atol=1e-12)
+    t = torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64)
+    h = 1e-6
+    fd = (it.sample(x0, x1, eps, t + h) - it.sample(x0, x1, eps, t - h)) / (2 * h)
+    assert torch.allclose(it.velocity_target(x0, x1, eps, t), fd, atol=1e-6)
+    ahd_fd = (it.alpha_hat(t + h) - it.alpha_hat(t - h)) / (2 * h)
+    assert torch.allclose(it.alpha_hat_dot(t), ahd_fd, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(INTERPOLANTS))
+def test_denoiser_velocity_score_conversions(name):
+    it = make_interpolant(name)
+    x, D = random_clouds(3, 5, 0), random_clouds(3, 5, 1)
+    t = torch.tensor([0.1, 0.4, 0.9], dtype=torch.float64)
+    v = it.velocity_from_denoiser(x, D, t)
+    assert torch.allclose(it.denoiser_from_velocity(x, v, t), D, atol=1e-9)
+    # Gaussian target N(0, σ² I): exact denoiser and exact score agree through Tweedie.
+    sigma = 0.7
+    ah, b = it.alpha_hat(t).reshape(-1, 1, 1), it.beta(t).reshape(-1, 1, 1)
+    exact_D = b * sigma**2 / (ah**2 + b**2 * sigma**2) * x
+    exact_score = -x / (ah**2 + b**2 * sigma**2)
+    assert torch.allclose(it.score_from_denoiser(x, exact_D, t), exact_score, atol=1e-9)
+
+
+def test_unknown_interpolant():
+    with pytest.raises(ValueError, match="unknown interpolant"):
+        make_interpolant("cosine-ish")
+
+
+# ---------------------------------------------------------------- priors
+def test_gaussian_prior_is_centered_and_masked():
+    mask = random_mask(4, 9, 0)
+    x = gaussian_prior((4, 9, 3), mask, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(x.sum(1), torch.zeros(4, 3), atol=1e-5)
+    assert (x[~mask] == 0).all()
+
+
+def chain_adjacency(n, b=1):
+    A = torch.zeros(b, n, n)
+    idx = torch.arange(n - 1)
+    A[:, idx, idx + 1] = 1
+    A[:, idx + 1, idx] = 1
+    return A
+
+
+def test_harmonic_prior_covariance_is_the_laplacian_pseudo_inverse():
+    n, draws = 6, 40000
+    A = chain_adjacency(n, draws)
+    x = harmonic_prior(A, stiffness=2.0, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    cov = torch.einsum("bi,bj->ij", x[..., 0], x[..., 0]) / draws
+    expected = torch.linalg.pinv(2.0 * graph_laplacian(A[:1])[0])
+    # Each entry is a mean of products of Gaussians: SE <= sqrt(2) max var / sqrt(draws).
+    se = math.sqrt(2) * expected.diagonal().max() / math.sqrt(draws)
+    assert (cov - expected).abs().max() < 5 * se
+    bond = (x[:, 1:] - x[:, :-1]).pow(2).sum(-1).mean()
+    assert abs(bond.item() - 3 / 2.0) < 0.05  # E|x_i - x_j|^2 = 3/stiffness for a chain bond
+
+
+def test_harmonic_prior_with_padding_and_fragments():
+    n = 7
+    A = chain_adjacency(n, 2)
+    A[:, 2, 3] = A[:, 3, 2] = 0  # two fragments
+    mask = torch.ones(2, n, dtype=torch.bool)
+    mask[1, 5:] = False
+    A[1, 5:, :] = 0
+    A[1, :, 5:] = 0
+    x = harmonic_prior(A, mask, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(x).all() and (x[~mask] == 0).all()
+    assert torch.allclose(x.sum(1), torch.zeros(2, 3), atol=1e-5)
+
+
+def test_harmonic_prior_aligned_to_data_is_closer():
+    n, b = 8, 64
+    A = chain_adjacency(n, b)
+    x1 = center(random_clouds(b, n, 3, dtype=torch.float32))
+    g = torch.Generator().manual_seed(2)
+    free = harmonic_prior(A, generator=g)
+    g = torch.Generator().manual_seed(2)
+    aligned = harmonic_prior(A, align_to=x1, generator=g)
+    assert torch.allclose(rmsd(aligned, x1, align=False), rmsd(free, x1), atol=1e-4)
+    assert (rmsd(aligned, x1, align=False) <= rmsd(free, x1, align=False) + 1e-5).all()
+
+
+# ---------------------------------------------------------------- treatments
+def _rigid_field(x, seed):
+    g = torch.Generator().manual_seed(seed)
+    omega = torch.randn(x.shape[0], 1, 3, generator=g, dtype=x.dtype)
+    shift = torch.randn(x.shape[0], 1, 3, generator=g, dtype=x.dtype)
+    return torch.cross(omega.expand_as(x), center(x), dim=-1) + shift
+
+
+@given(seed=seeds, n=st.integers(3, 10))
+@pytest.mark.parametrize("parameterization", ["denoiser", "velocity"])
+def test_quotient_loss_is_exactly_invariant_to_rigid_motion_fields(parameterization, seed, n):
+    x_t, pred, target = (random_clouds(3, n, seed + i) for i in range(3))
+    base = treatment_loss("quotient", x_t=x_t, prediction=pred, target=target, parameterization=parameterization)
+    moved = treatment_loss(
+        "quotient", x_t=x_t, prediction=pred + 10 * _rigid_field(x_t, seed), target=target,
+        parameterization=parameterization,
+    )
+    assert torch.allclose(base, moved, rtol=1e-9, atol=1e-9)
+    # ...while the conventional loss sees the rotation (only translations are free there).
+    conv = treatment_loss("conventional", x_t=x_t, prediction=pred, target=target)
+    conv_moved = treatment_loss("conventional", x_t=x_t, prediction=pred + 10 * _rigid_field(x_t, seed), target=target)
+    assert not torch.allclose(conv, conv_moved)
+    shift = torch.randn(3, 1, 3, dtype=x_t.dtype)
+    assert torch.allclose(conv, treatment_loss("conventional", x_t=x_t, prediction=pred + shift, target=target))
+
+
+def test_quotient_loss_gradient_has_no_rigid_component():
+    x_t, pred, target = (random_clouds(2, 6, i) for i in range(3))
+    pred.requires_grad_(True)
+    treatment_loss("quotient", x_t=x_t, prediction=pred, target=target).sum().backward()
+    g = pred.grad
+    from qdiff.geometry import horizontal_projection
+    assert torch.allclose(horizontal_projection(x_t, g), g, atol=1e-10)
+
+
+def test_alignment_losses():
+    x_t, x1 = random_clouds(4, 7, 0), random_clouds(4, 7, 1)
+    R = random_rotation(4, torch.Generator().manual_seed(0), dtype=x1.dtype)
+    # GeoDiff: a prediction equal to the target aligned onto x_t has zero loss,
+    aligned = kabsch_align(x1, x_t)
+    assert treatment_loss("align-geodiff", x_t=x_t, prediction=aligned, target=x1).max() < 1e-18
+    # and the loss does not depend on the orientation of the data sample.
+    l1 = treatment_loss("align-geodiff", x_t=x_t, prediction=x_t, target=x1)
+    l2 = treatment_loss("align-geodiff", x_t=x_t, prediction=x_t, target=apply_rotation(R, x1))
+    assert torch.allclose(l1, l2, atol=1e-9)
+    # AF3: any rotation of the prediction attains the same loss.
+    pred = random_clouds(4, 7, 2)
+    a = treatment_loss("align-af3", x_t=x_t, prediction=pred, target=x1)
+    b = treatment_loss("align-af3", x_t=x_t, prediction=apply_rotation(R, pred) + 1.0, target=x1)
+    assert torch.allclose(a, b, atol=1e-9)
+    # ... and its gradient flows to the prediction only (target aligned to the stop-grad prediction).
+    p = pred.clone().requires_grad_(True)
+    treatment_loss("align-af3", x_t=x_t, prediction=p, target=x1).sum().backward()
+    assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+
+def test_velocity_form_alignment_rotates_the_target_field():
+    x_t, x1, u = (random_clouds(3, 6, i) for i in range(3))
+    R = random_rotation(3, torch.Generator().manual_seed(5), dtype=x1.dtype)
+    # Rotating the clean structure and its target field together leaves the GeoDiff loss unchanged.
+    kw = dict(x_t=x_t, prediction=x_t, parameterization="velocity")
+    l1 = treatment_loss("align-geodiff", target=u, clean_target=x1, **kw)
+    l2 = treatment_loss("align-geodiff", target=apply_rotation(R, u), clean_target=apply_rotation(R, x1), **kw)
+    assert torch.allclose(l1, l2, atol=1e-9)
+    with pytest.raises(ValueError, match="clean_target"):
+        regression_residual("align-geodiff", target=u, **kw)
+    with pytest.raises(ValueError, match="clean_prediction"):
+        regression_residual("align-af3", target=u, clean_target=x1, **kw)
+
+
+def test_treatment_errors_and_reductions():
+    x = random_clouds(2, 5, 0)
+    with pytest.raises(ValueError, match="unknown treatment"):
+        treatment_loss("kabsch", x_t=x, prediction=x, target=x)
+    with pytest.raises(ValueError, match="reduction"):
+        treatment_loss("quotient", x_t=x, prediction=x, target=x, reduction="sum")
+    mask = random_mask(2, 5, 0)
+    pred = random_clouds(2, 5, 1)
+    l2 = treatment_loss("conventional", x_t=x, prediction=pred, target=x, mask=mask, reduction="atom_l2")
+    r = center(pred - x, mask)
+    expected = (r.norm(dim=-1) * mask).sum(1) / mask.sum(1)
+    assert torch.allclose(l2, expected)
+    assert sampler_geometry("quotient") == "horizontal"
+    assert {sampler_geometry(t) for t in TREATMENTS if t != "quotient"} == {"center"}
+
+
+# ---------------------------------------------------------------- samplers
+def test_time_grid():
+    g = time_grid(4)
+    assert torch.allclose(g, torch.tensor([0, 0.25, 0.5, 0.75, 1.0], dtype=g.dtype))
+    g2 = time_grid(10, rho=2.0)
+    assert g2[0] == 0 and g2[-1] == 1 and (g2.diff() > 0).all() and g2.diff()[-1] < g2.diff()[0]
+    for bad in [dict(steps=0), dict(steps=3, t_start=0.5, t_end=0.5), dict(steps=3, rho=0.5)]:
+        with pytest.raises(ValueError):
+            time_grid(**bad)
+
+
+def gaussian_denoiser(sigma, interpolant):
+    def D(x, t, mask):
+        ah, b = interpolant.alpha_hat(t).reshape(-1, 1, 1), interpolant.beta(t).reshape(-1, 1, 1)
+        return b * sigma**2 / (ah**2 + b**2 * sigma**2) * x
+    return D
+
+
+def test_ode_flow_of_a_gaussian_is_the_exact_rescaling():
+    """For the target N(0, σ²I) and a linear interpolant, the flow map is x0 -> σ x0."""
+    it = make_interpolant("linear")
+    fields = fields_from_denoiser(gaussian_denoiser(2.0, it), it)
+    x0 = center(random_clouds(8, 6, 0))
+    errors = {}
+    for method in ["euler", "heun"]:
+        for steps in [40, 80]:
+            out = sample_ode(fields, x0, steps=steps, method=method, geometry="horizontal")
+            errors[method, steps] = (out.x - 2.0 * x0).abs().max().item()
+            assert out.nfe == (steps if method == "euler" else 2 * steps - 1)
+    # Convergence orders: halving the step halves Euler's error and quarters Heun's.
+    assert 1.8 < errors["euler", 40] / errors["euler", 80] < 2.2
+    assert 3.5 < errors["heun", 40] / errors["heun", 80] < 4.5
+    assert errors["heun", 40] < errors["euler", 40] / 50
+
+
+def test_path_length_is_the_sum_of_step_norms():
+    it = make_interpolant("linear")
+    fields = fields_from_denoiser(gaussian_denoiser(1.5, it), it)
+    x0 = center(random_clouds(3, 5, 1))
+    out = sample_ode(fields, x0, steps=5, keep_trajectory=True)
+    steps = torch.stack([(b - a).flatten(1).norm(dim=-1) for a, b in zip(out.trajectory, out.trajectory[1:])])
+    assert torch.allclose(out.path_length, steps.sum(0))
+
+
+def test_sde_needs_a_score_and_valid_options():
+    x0 = center(random_clouds(2, 5, 0))
+    fields = fields_from_velocity(lambda x, t, m: -x)
+    eta = lambda t: torch.ones_like(t)  # noqa: E731
+    with pytest.raises(ValueError, match="score"):
+        sample_sde(fields, x0, steps=3, eta=eta)
+    with pytest.raises(ValueError, match="curvature"):
+        sample_sde(lambda x, t, m: Fields(-x, -x), x0, steps=3, eta=eta, curvature="double")
+    with pytest.raises(ValueError, match="geometry"):
+        sample_ode(fields, x0, steps=3, geometry="aligned")
+    with pytest.raises(ValueError, match="noise scale"):
+        denoiser_noise_schedule(make_interpolant("linear"), -1.0)
+
+
+def test_samplers_respect_masks():
+    it = make_interpolant("linear")
+    mask = random_mask(3, 8, 0)
+    fields = fields_from_denoiser(gaussian_denoiser(1.0, it), it)
+    x0 = gaussian_prior((3, 8, 3), mask, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for geometry in ["center", "horizontal"]:
+        ode = sample_ode(fields, x0, steps=5, mask=mask, geometry=geometry)
+        sde = sample_sde(fields, x0, steps=5, mask=mask, geometry=geometry, eta=denoiser_noise_schedule(it, 1.0),
+                         generator=torch.Generator().manual_seed(1))
+        for out in (ode, sde):
+            assert (out.x[~mask] == 0).all() and torch.isfinite(out.x).all()
+            assert torch.allclose(out.x.sum(1), torch.zeros(3, 3, dtype=out.x.dtype), atol=1e-9)
+
+
+def test_sampler_is_deterministic_given_a_seed():
+    it = make_interpolant("linear")
+    fields = fields_from_denoiser(gaussian_denoiser(1.0, it), it)
+    x0 = center(random_clouds(4, 5, 0))
+    runs = [
+        sample_sde(fields, x0, steps=10, eta=denoiser_noise_schedule(it, 1.0), generator=torch.Generator().manual_seed(3)).x
+        for _ in range(2)
+    ]
+    assert torch.equal(runs[0], runs[1])
