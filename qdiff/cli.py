@@ -45,7 +45,13 @@ def _add_toy(sub) -> None:
     p.add_argument("--boltz-realign", action="store_true",
                    help="align-af3: realign the prediction onto x_t before each update (Boltz-1)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--out", help="also write the JSON result to this file (atomically)")
     p.set_defaults(func=_run_toy)
+
+    s = sub.add_parser("toy-summary", help="collect toy results into summary.csv/.md and a plot")
+    s.add_argument("results", nargs="+", help="JSON files written by `qdiff toy --out`")
+    s.add_argument("--out", required=True, help="output folder")
+    s.set_defaults(func=_run_toy_summary)
 
 
 def _run_toy(args: argparse.Namespace) -> int:
@@ -59,12 +65,24 @@ def _run_toy(args: argparse.Namespace) -> int:
         vertical_drift=args.vertical_drift,
     )
     result = run_toy(config)
+    if args.out:
+        from .atomic import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(result.to_json(), indent=2) + "\n")
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(format_table([result]))
         print(f"nfe={result.nfe}  path_length={result.path_length:.4f} ± {result.path_length_stderr:.4f}"
               f"  ({result.seconds:.1f} s)")
+    return 0
+
+
+def _run_toy_summary(args: argparse.Namespace) -> int:
+    from .toy.summary import write_summary
+
+    table = write_summary(args.results, args.out)
+    print(f"wrote {len(table)} rows to {args.out}/summary.csv, summary.md, z_scores.png")
     return 0
 
 

@@ -1,0 +1,20 @@
+# qdiff workflow: `snakemake --cores 2` runs the offline demo study; see README.md.
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/toy.smk"
+
+
+rule all:
+    input:
+        toy_summary_outputs(),
+    default_target: True

@@ -1,0 +1,26 @@
+# Helpers shared by the rules: the study's wildcard grid and output lists. No science here.
+import itertools
+
+
+def toy_runs():
+    """(target, treatment, sampler, curvature, seed) for every toy configuration of the study."""
+    toy = config["toy"]
+    runs = []
+    for target, treatment, sampler, seed in itertools.product(
+        toy["targets"], toy["treatments"], toy["samplers"], toy["seeds"]
+    ):
+        runs.append((target, treatment, sampler, "minus", seed))
+        if sampler == "sde" and treatment == "quotient":
+            runs += [(target, treatment, sampler, c, seed) for c in toy.get("curvature_ablation", [])]
+    return runs
+
+
+def toy_result_files():
+    return [
+        f"results/toy/runs/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json"
+        for target, treatment, sampler, curvature, seed in toy_runs()
+    ]
+
+
+def toy_summary_outputs():
+    return expand("results/toy/{name}", name=["summary.csv", "summary.md", "z_scores.png"])
