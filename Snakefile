@@ -15,6 +15,6 @@ include: "workflow/rules/toy.smk"
 
 
 rule all:
+    default_target: True
     input:
         toy_summary_outputs(),
-    default_target: True

@@ -82,7 +82,7 @@ def _run_toy_summary(args: argparse.Namespace) -> int:
     from .toy.summary import write_summary
 
     table = write_summary(args.results, args.out)
-    print(f"wrote {len(table)} rows to {args.out}/summary.csv, summary.md, z_scores.png")
+    print(f"wrote {len(table)} rows to {args.out}/summary.csv, summary.md, metrics.json, z_scores.png")
     return 0
 
 

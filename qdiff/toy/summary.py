@@ -95,13 +95,28 @@ def plot_z(table: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def to_metrics(results: list[dict]) -> dict:
+    """DVC metrics: the headline metric of each configuration, nested target/treatment/sampler."""
+    metrics: dict = {}
+    for r in results:
+        sampler = r["sampler"] + ("-" + r["config"]["curvature"] if r["sampler"] == "sde" else "")
+        node = metrics.setdefault(r["target"], {}).setdefault(r["treatment"], {})
+        node.setdefault(sampler, {})[f"seed{r['seed']}"] = {
+            "metric": r["metric"], "value": r["value"], "expected": r["expected"], "z": r["z"],
+            "path_length": r["path_length"],
+        }
+    return metrics
+
+
 def write_summary(paths: list[str | Path], out_dir: str | Path) -> list[dict]:
-    """Write summary.csv, summary.md and z_scores.png into out_dir; return the rows."""
+    """Write summary.csv, summary.md, metrics.json and z_scores.png into out_dir; return the rows."""
     out = Path(out_dir)
-    table = rows(load_results(paths))
+    results = load_results(paths)
+    table = rows(results)
     if not table:
         raise ValueError("no toy results given")
     atomic_write_text(out / "summary.csv", to_csv(table))
     atomic_write_text(out / "summary.md", to_markdown(table))
+    atomic_write_text(out / "metrics.json", json.dumps(to_metrics(results), indent=2, sort_keys=True) + "\n")
     plot_z(table, out / "z_scores.png")
     return table

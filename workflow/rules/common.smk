@@ -11,7 +11,10 @@ def toy_runs():
     ):
         runs.append((target, treatment, sampler, "minus", seed))
         if sampler == "sde" and treatment == "quotient":
-            runs += [(target, treatment, sampler, c, seed) for c in toy.get("curvature_ablation", [])]
+            runs += [
+                (target, treatment, sampler, c, seed)
+                for c in toy.get("curvature_ablation", [])
+            ]
     return runs
 
 
@@ -23,4 +26,7 @@ def toy_result_files():
 
 
 def toy_summary_outputs():
-    return expand("results/toy/{name}", name=["summary.csv", "summary.md", "z_scores.png"])
+    return expand(
+        "results/toy/{name}",
+        name=["summary.csv", "summary.md", "metrics.json", "z_scores.png"],
+    )

@@ -8,22 +8,22 @@ rule toy_run:
         "logs/toy/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.log",
     benchmark:
         "logs/benchmarks/toy/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.tsv"
+    wildcard_constraints:
+        sampler="ode|sde",
+        curvature="minus|plus|none",
+        seed=r"\d+",
+    conda:
+        "../../envs/qdiff.yaml"
+    threads: 1
+    resources:
+        runtime=30,
+        mem_mb=2000,
     params:
         samples=config["toy"]["samples"],
         steps=config["toy"]["steps"],
         noise_scale=config["toy"]["noise_scale"],
         jitter=config["toy"]["jitter"],
         mc_draws=config["toy"].get("mc_draws", 16),
-    wildcard_constraints:
-        sampler="ode|sde",
-        curvature="minus|plus|none",
-        seed=r"\d+",
-    threads: 1
-    resources:
-        runtime=30,
-        mem_mb=2000,
-    conda:
-        "../../envs/qdiff.yaml"
     shell:
         "qdiff toy --target {wildcards.target} --treatment {wildcards.treatment}"
         " --sampler {wildcards.sampler} --curvature {wildcards.curvature}"
@@ -38,6 +38,7 @@ rule toy_summary:
     output:
         csv="results/toy/summary.csv",
         md=report("results/toy/summary.md", category="Toy study"),
+        metrics="results/toy/metrics.json",
         png=report(
             "results/toy/z_scores.png",
             caption="../report/toy_z_scores.rst",
@@ -45,11 +46,11 @@ rule toy_summary:
         ),
     log:
         "logs/toy/summary.log",
+    conda:
+        "../../envs/qdiff.yaml"
     threads: 1
     resources:
         runtime=5,
         mem_mb=1000,
-    conda:
-        "../../envs/qdiff.yaml"
     shell:
         "qdiff toy-summary {input} --out results/toy > {log} 2>&1"
