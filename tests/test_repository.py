@@ -1,0 +1,138 @@
+"""The repository's own contracts: environments in sync, config validation, Snakemake lint and
+format, and the workflow + DVC end to end on a tiny study."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
+
+
+def pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def requirements(extras=True):
+    project = pyproject()["project"]
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    if extras:
+        for group in project["optional-dependencies"].values():
+            reqs += [Requirement(r) for r in group]
+    return reqs
+
+
+def test_conda_env_matches_pyproject():
+    env = yaml.safe_load((ROOT / "envs" / "qdiff.yaml").read_text())
+    conda = {}
+    for dep in env["dependencies"]:
+        if isinstance(dep, str):
+            name, _, spec = re.match(r"([A-Za-z0-9_.\-]+)(([<>=!]=?.*)?)", dep).group(1, 2, 2)
+            conda[name] = spec
+    for req in requirements(extras=False):
+        name = CONDA_NAMES.get(req.name, req.name)
+        assert name in conda, f"{req.name} is in pyproject.toml but not in envs/qdiff.yaml"
+        lower = {s.version for s in req.specifier if s.operator == ">="}
+        conda_lower = {s.version for s in SpecifierSet(conda[name]) if s.operator == ">="}
+        # Conda spells calendar versions with a zero-padded month (2024.03 vs 2024.3).
+        norm = lambda vs: {".".join(str(int(p)) for p in v.split(".")) for v in vs}  # noqa: E731
+        assert norm(lower) == norm(conda_lower), f"{req.name}: pyproject {lower} vs conda {conda_lower}"
+    assert "python=3.11" in env["dependencies"]
+    assert {"pip": [".."]} in env["dependencies"]
+
+
+def test_constraints_pin_every_dependency_within_its_range():
+    pins = {}
+    for line in (ROOT / "envs" / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.lower()] = version
+    for req in requirements():
+        assert req.name.lower() in pins, f"{req.name} has no pin in envs/constraints.txt"
+        assert req.specifier.contains(pins[req.name.lower()], prereleases=True), (req, pins[req.name.lower()])
+    assert pins["torch"] == "2.13.0"
+
+
+def test_readme_quick_start_and_ci_use_the_same_commands():
+    readme = (ROOT / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci and "set -euo pipefail" in ci
+    makefile = (ROOT / "Makefile").read_text()
+    assert makefile.index('"torch==2.13.0"') < makefile.index("-e \".[workflow,dev]\"")
+
+
+def _snakemake(*args, cwd=ROOT, check=True):
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, env=env, capture_output=True, text=True, check=check)
+
+
+def test_snakemake_lint_and_format():
+    out = _snakemake("--lint")
+    assert "good condition" in out.stdout + out.stderr
+    fmt = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "workflow/rules"], cwd=ROOT, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stderr
+
+
+def test_bad_config_fails_before_any_job_with_its_name(tmp_path):
+    bad = yaml.safe_load((ROOT / "config.yaml").read_text())
+    bad["toy"]["stepz"] = 10
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    out = _snakemake("-n", "--configfile", str(path), check=False)
+    assert out.returncode != 0 and "stepz" in out.stdout + out.stderr
+    bad = yaml.safe_load((ROOT / "config.yaml").read_text())
+    bad["toy"]["treatments"] = ["kabsch"]
+    path.write_text(yaml.safe_dump(bad))
+    out = _snakemake("-n", "--configfile", str(path), check=False)
+    assert out.returncode != 0 and "kabsch" in out.stdout + out.stderr
+
+
+TINY = {
+    "study": "demo",
+    "toy": {
+        "targets": ["gaussian", "shape"], "treatments": ["conventional", "quotient"],
+        "samplers": ["ode", "sde"], "curvature_ablation": ["plus"], "seeds": [0],
+        "samples": 40, "steps": 8, "noise_scale": 1.0, "jitter": 0.1, "mc_draws": 4,
+    },
+}
+
+
+@pytest.mark.slow
+def test_workflow_and_dvc_end_to_end(tmp_path):
+    """dvc repro -> snakemake -> qdiff toy jobs -> summary; then everything is up to date."""
+    work = tmp_path / "repo"
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for rel in tracked:
+        if (ROOT / rel).is_file():
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, work / rel)
+    (work / "config.yaml").write_text(yaml.safe_dump(TINY))
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
+    git = lambda *a: subprocess.run(["git", *a], cwd=work, env=env, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q", "-b", "main")
+    git("-c", "user.email=ci@example.invalid", "-c", "user.name=ci", "add", "-A")
+    git("-c", "user.email=ci@example.invalid", "-c", "user.name=ci", "commit", "-qm", "tiny study")
+    dvc = lambda *a: subprocess.run([str(BIN / "dvc"), *a], cwd=work, env=env, capture_output=True, text=True)  # noqa: E731
+    out = dvc("repro")
+    assert out.returncode == 0, out.stdout + out.stderr
+    runs = sorted((work / "results" / "toy" / "runs").rglob("*.json"))
+    assert len(runs) == 2 * 2 * 2 + 2  # targets x treatments x samplers + plus-sign ablations
+    summary = (work / "results" / "toy" / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("target,treatment,sampler")
+    assert (work / "results" / "toy" / "z_scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((work / "results").rglob("*.tmp"))
+    assert "up to date" in dvc("status").stdout
+    assert "metrics.json" in dvc("metrics", "show").stdout
+    dry = _snakemake("-n", cwd=work)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
