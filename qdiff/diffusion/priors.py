@@ -16,8 +16,14 @@ def gaussian_prior(
     dtype: torch.dtype = torch.float32,
     device=None,
 ) -> Tensor:
-    """x0 = center(scale · z), z ~ N(0, I): the standard Gaussian on the centered subspace."""
-    z = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+    """x0 = center(scale · z), z ~ N(0, I): the standard Gaussian on the centered subspace.
+
+    z is drawn on the generator's device (CPU if none) and moved to `device`.
+    """
+    source = generator.device if generator is not None else torch.device("cpu")
+    z = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=source).to(device)
+    if mask is not None:
+        mask = mask.to(z.device)
     return center(scale * z, mask)
 
 
@@ -48,6 +54,7 @@ def harmonic_prior(
     """
     B, N = adjacency.shape[:2]
     device = adjacency.device
+    source = generator.device if generator is not None else device
     L = graph_laplacian(adjacency, mask)
     if mask is not None:
         # Decouple padding atoms (eigenvalue 1, masked out below) from the valid zero modes.
@@ -55,7 +62,7 @@ def harmonic_prior(
     lam, U = torch.linalg.eigh(L)
     tol = 1e-8 * lam.abs().amax(-1, keepdim=True).clamp_min(1.0)
     inv_std = torch.where(lam > tol, (stiffness * lam.clamp_min(1e-300)).rsqrt(), torch.ones_like(lam))
-    z = torch.randn(B, N, 3, generator=generator, dtype=torch.float64, device=device)
+    z = torch.randn(B, N, 3, generator=generator, dtype=torch.float64, device=source).to(device)
     x0 = U @ (inv_std[..., None] * z)
     like = torch.zeros(B, N, 3, dtype=dtype, device=device)
     x0 = center(x0.to(dtype), mask) * atom_weights(like, mask)

@@ -96,6 +96,12 @@ def project(x: Tensor, v: Tensor, mask: Tensor | None, geometry: str, eps: float
     raise ValueError(f"unknown sampler geometry {geometry!r}; use one of {GEOMETRIES}")
 
 
+def _standard_normal(like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """N(0, I) shaped like `like`, drawn on the generator's device and moved to like's device."""
+    source = generator.device if generator is not None else like.device
+    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=source).to(like.device)
+
+
 def _step_norm(dx: Tensor) -> Tensor:
     return dx.flatten(1).norm(dim=-1)
 
@@ -182,7 +188,7 @@ def sample_sde(
         drift = project(x, out.velocity + e * out.score, mask, geometry)
         if sign != 0.0:
             drift = drift + sign * e * mean_curvature(x, mask)
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        z = _standard_normal(x, generator)
         noise = torch.sqrt(2 * e * dt) * project(x, z, mask, geometry)
         dx = dt * drift + noise
         x = center(x + dx, mask)

@@ -32,9 +32,14 @@ def random_rotation(
     dtype: torch.dtype = torch.float32,
     device=None,
 ) -> Tensor:
-    """Haar-uniform rotations [batch, 3, 3]: normalized Gaussian quaternions are uniform on S^3."""
-    q = torch.randn(batch, 4, generator=generator, dtype=torch.float64, device=device)
-    return quaternion_to_matrix(q).to(dtype)
+    """Haar-uniform rotations [batch, 3, 3]: normalized Gaussian quaternions are uniform on S^3.
+
+    Drawn on the generator's device (CPU if none is given) and moved to `device`, so a seeded CPU
+    generator gives the same rotations on every device.
+    """
+    source = generator.device if generator is not None else torch.device("cpu")
+    q = torch.randn(batch, 4, generator=generator, dtype=torch.float64, device=source)
+    return quaternion_to_matrix(q).to(device=device, dtype=dtype)
 
 
 def apply_rotation(R: Tensor, x: Tensor) -> Tensor:
