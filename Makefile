@@ -16,8 +16,9 @@ $(BIN)/qdiff: pyproject.toml $(CONSTRAINTS)
 
 install: $(BIN)/qdiff
 
+# The rules call `qdiff`, so the venv's bin goes first on PATH.
 demo: install
-	$(BIN)/snakemake --cores 2 --printshellcmds
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 2 --printshellcmds
 
 test: install
 	$(BIN)/python -m pytest -q
