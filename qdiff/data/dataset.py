@@ -1,0 +1,109 @@
+"""A torch Dataset of conformers over a molecule store, and a padding collate.
+
+The store is opened lazily in each DataLoader worker (h5py handles do not survive fork/pickle)
+and read through memory maps, so memory does not grow with the dataset. Each item is one
+conformer of one molecule, drawn per epoch (Boltzmann-weighted, uniform, or the first).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .molecule_store import MoleculeStore
+
+CONFORMER_CHOICES = ("weighted", "uniform", "first")
+
+
+class ConformerDataset(Dataset):
+    def __init__(
+        self,
+        path: str | Path,
+        split: str | None = None,
+        part: str = "train",
+        conformer: str = "weighted",
+        seed: int = 0,
+    ):
+        if conformer not in CONFORMER_CHOICES:
+            raise ValueError(f"conformer must be one of {CONFORMER_CHOICES}, got {conformer!r}")
+        self.path, self.conformer, self.seed, self.epoch = Path(path), conformer, seed, 0
+        with MoleculeStore(self.path) as store:  # validate now, in the parent process
+            self.rows = store.split(split, part).astype(np.int64) if split else np.arange(len(store), dtype=np.int64)
+        self._store: MoleculeStore | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change which conformer each molecule contributes (deterministic in seed and epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_store"] = None
+        return state
+
+    @property
+    def store(self) -> MoleculeStore:
+        if self._store is None:
+            self._store = MoleculeStore(self.path)
+            s = self._store
+            self._atoms = {k: s.array(f"atoms/{k}") for k in ("z", "formal_charge", "aromatic", "hybridization", "in_ring", "chiral_tag", "degree", "num_hs")}
+            self._bond_index, self._bond_order = s.array("bonds/index"), s.array("bonds/order")
+            self._weights, self._positions = s.array("conformers/weight"), s.array("positions")
+        return self._store
+
+    def _pick(self, row: int, c0: int, c1: int) -> int:
+        n = c1 - c0
+        if n == 1 or self.conformer == "first":
+            return c0
+        rng = np.random.default_rng((self.seed, self.epoch, row))
+        if self.conformer == "uniform":
+            return c0 + int(rng.integers(n))
+        w = np.asarray(self._weights[c0:c1], dtype=np.float64)
+        w = w / w.sum() if w.sum() > 0 else np.full(n, 1.0 / n)
+        return c0 + int(rng.choice(n, p=w))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        s = self.store
+        row = int(self.rows[i])
+        a0, a1 = int(s.atom_ptr[row]), int(s.atom_ptr[row + 1])
+        b0, b1 = int(s.bond_ptr[row]), int(s.bond_ptr[row + 1])
+        conf = self._pick(row, int(s.conf_ptr[row]), int(s.conf_ptr[row + 1]))
+        p0, p1 = int(s.pos_ptr[conf]), int(s.pos_ptr[conf + 1])
+        item = {k: torch.from_numpy(np.array(v[a0:a1])) for k, v in self._atoms.items()}
+        item["pos"] = torch.from_numpy(np.array(self._positions[p0:p1]))
+        item["bond_index"] = torch.from_numpy(np.array(self._bond_index[b0:b1], dtype=np.int64))
+        item["bond_order"] = torch.from_numpy(np.array(self._bond_order[b0:b1]))
+        item["row"] = torch.tensor(row)
+        item["conformer"] = torch.tensor(conf)
+        return item
+
+
+def collate_molecules(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Pad per-atom tensors to [B, N_max] with `mask`; bonds become one [E, 2] list of padded-batch
+    atom indices (b * N_max + i) with `bond_batch` [E]."""
+    n_max = max(int(item["z"].shape[0]) for item in batch)
+    B = len(batch)
+    out: dict[str, torch.Tensor] = {"mask": torch.zeros(B, n_max, dtype=torch.bool)}
+    atom_keys = [k for k, v in batch[0].items() if k not in ("bond_index", "bond_order", "row", "conformer")]
+    for key in atom_keys:
+        ref = batch[0][key]
+        out[key] = torch.zeros((B, n_max) + tuple(ref.shape[1:]), dtype=ref.dtype)
+    bonds, orders, bond_batch = [], [], []
+    for b, item in enumerate(batch):
+        n = int(item["z"].shape[0])
+        out["mask"][b, :n] = True
+        for key in atom_keys:
+            out[key][b, :n] = item[key]
+        bonds.append(item["bond_index"] + b * n_max)
+        orders.append(item["bond_order"])
+        bond_batch.append(torch.full((item["bond_index"].shape[0],), b, dtype=torch.int64))
+    out["bond_index"] = torch.cat(bonds) if bonds else torch.zeros(0, 2, dtype=torch.int64)
+    out["bond_order"] = torch.cat(orders)
+    out["bond_batch"] = torch.cat(bond_batch)
+    out["row"] = torch.stack([item["row"] for item in batch])
+    out["conformer"] = torch.stack([item["conformer"] for item in batch])
+    return out

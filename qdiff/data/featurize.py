@@ -1,0 +1,161 @@
+"""`qdiff featurize`: raw files -> a molecule store (one runner per dataset)."""
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from rdkit import RDLogger
+from tqdm import tqdm
+
+from .download import verify
+from .fetch import PACKAGE_MARKER
+from .manifest import source_files
+from .molecule_store import MoleculeStoreWriter
+from .sources import qm9 as qm9_source
+from .splits import random_split
+
+DEFAULTS = {
+    "demo-qm9": {"n_molecules": 2000, "seed": 0, "split": [0.8, 0.1, 0.1]},
+}
+
+
+def featurize(dataset: str, raw: str | Path | None, out: str | Path, settings: dict | None = None, progress: bool = True) -> dict:
+    """Build the store for `dataset` from the raw folder; returns a summary dict."""
+    RDLogger.DisableLog("rdApp.*")
+    settings = {**DEFAULTS.get(dataset, {}), **(settings or {})}
+    if dataset == "qm9":
+        return featurize_qm9(Path(raw) if raw else Path("resources/qm9"), Path(out), settings, progress)
+    if dataset == "demo-qm9":
+        return featurize_demo_qm9(Path(out), settings, progress)
+    raise ValueError(f"featurize: dataset {dataset!r} is not supported yet; supported: qm9, demo-qm9")
+
+
+def _package_csvs(raw: Path) -> dict[str, Path]:
+    """The qm9pack CSVs recorded by `qdiff fetch qm9 --source qm9pack`, re-verified."""
+    marker = json.loads((raw / PACKAGE_MARKER).read_text())
+    for remote in source_files("qm9", "qm9pack"):
+        if remote.name not in marker:
+            raise ValueError(f"{raw / PACKAGE_MARKER}: no entry for {remote.name}; re-run qdiff fetch qm9 --source qm9pack")
+        verify(Path(marker[remote.name]["path"]), remote)
+    return {name: Path(entry["path"]) for name, entry in marker.items()}
+
+
+def _qm9_entries(raw: Path, progress: bool):
+    """(source name, urls, raw sha256s, iterator of QM9Entry | (id, error), excluded indices)."""
+    if (raw / PACKAGE_MARKER).is_file():
+        csvs = _package_csvs(raw)
+        folder = next(iter(csvs.values())).parent
+        sums = {name: json.loads((raw / PACKAGE_MARKER).read_text())[name]["sha256"] for name in csvs}
+        return "qm9pack", ["https://pypi.org/project/qm9pack/1.0.3/"], sums, qm9_source.iter_qm9pack(folder), set()
+    unchar = raw / "uncharacterized.txt"
+    if (raw / "dsgdb9nsd.xyz.tar.bz2").is_file():
+        files = {f.name: f for f in source_files("qm9", "figshare")}
+        sums = {name: verify(raw / name, files[name], raw).sha256 for name in files}
+        excluded = qm9_source.read_uncharacterized(unchar)
+
+        def entries():
+            for name, text, error in qm9_source.iter_xyz_tarball(raw / "dsgdb9nsd.xyz.tar.bz2"):
+                stem = Path(name).stem
+                if error:
+                    yield (stem, error)
+                    continue
+                try:
+                    yield qm9_source.parse_xyz(text, name)
+                except ValueError as err:
+                    yield (stem, str(err))
+
+        return "figshare", [u for f in files.values() for u in f.urls[:1]], sums, entries(), excluded
+    if (raw / "gdb9.tar.gz").is_file():
+        files = {f.name: f for f in source_files("qm9", "deepchem")}
+        sums = {name: verify(raw / name, files[name], raw).sha256 for name in files}  # before extracting
+        excluded = qm9_source.read_uncharacterized(unchar)
+        tmp = Path(tempfile.mkdtemp(prefix="gdb9-", dir=raw))
+        try:
+            with tarfile.open(raw / "gdb9.tar.gz") as tar:
+                for member in tar.getmembers():
+                    if member.name in ("gdb9.sdf", "gdb9.sdf.csv") and member.isfile():
+                        tar.extract(member, tmp, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ValueError(f"{raw / 'gdb9.tar.gz'}: corrupt archive ({err})") from err
+        if not (tmp / "gdb9.sdf").is_file() or not (tmp / "gdb9.sdf.csv").is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ValueError(f"{raw / 'gdb9.tar.gz'}: gdb9.sdf or gdb9.sdf.csv missing from the archive")
+
+        def entries():
+            try:
+                for item in qm9_source.iter_gdb9_sdf(tmp / "gdb9.sdf", tmp / "gdb9.sdf.csv"):
+                    yield item
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        return "deepchem", [u for f in files.values() for u in f.urls[:1]], sums, entries(), excluded
+    raise FileNotFoundError(
+        f"{raw}: no QM9 raw files; run `qdiff fetch qm9` (figshare), `--source deepchem`, or `--source qm9pack` (offline)"
+    )
+
+
+def _qm9_records(items, excluded: set[int], progress: bool, total: int | None):
+    records, failures = [], []
+    for item in tqdm(items, total=total, desc="qm9", unit="mol", disable=not progress):
+        if isinstance(item, tuple) and isinstance(item[0], str):
+            failures.append(item)
+            continue
+        if isinstance(item, tuple):  # gdb9 SDF: (entry, RDKit mol with bonds from the SDF)
+            entry, mol = item
+            if entry.index in excluded:
+                continue
+            from .chem import record_from_mol
+
+            records.append(record_from_mol(mol, qm9_source.mol_id(entry.index), entry.positions,
+                                           smiles=entry.smiles[0], properties=entry.properties))
+            continue
+        entry = item
+        if entry.index in excluded:
+            continue
+        try:
+            records.append(qm9_source.record_from_entry(entry))
+        except ValueError as err:
+            failures.append((qm9_source.mol_id(entry.index), str(err)))
+    records.sort(key=lambda r: r.id)
+    return records, sorted(failures)
+
+
+def featurize_qm9(raw: Path, out: Path, settings: dict, progress: bool = True) -> dict:
+    source, urls, sums, items, excluded = _qm9_entries(raw, progress)
+    total = qm9_source.N_GDB9 - qm9_source.N_UNCHARACTERIZED if source == "qm9pack" else qm9_source.N_GDB9
+    records, failures = _qm9_records(items, excluded, progress, total)
+    included = sorted({int(r.id.split("_")[1]) for r in records} | {int(f[0].split("_")[1]) for f in failures if f[0].split("_")[-1].isdigit()})
+    with MoleculeStoreWriter(out, dataset="qm9", source=source, source_urls=urls, raw_sha256=sums,
+                             settings=settings, property_units=qm9_source.PROPERTY_UNITS) as writer:
+        for record in records:
+            writer.add(record)
+        for mol, reason in failures:
+            writer.add_failure(mol, reason)
+        if len(included) == qm9_source.N_GDB9 - qm9_source.N_UNCHARACTERIZED:
+            writer.add_split("edm", qm9_source.edm_split(included), method="EDM/Cormorant: np.random.seed(0) permutation of the 130,831 characterized molecules; 100000/17748/13083", seed=0)
+    return {"molecules": len(records), "failures": len(failures), "source": source}
+
+
+def featurize_demo_qm9(out: Path, settings: dict, progress: bool = True) -> dict:
+    """A seeded subset of real QM9 molecules from qm9pack (offline), with a seeded random split."""
+    n, seed = int(settings["n_molecules"]), int(settings["seed"])
+    folder = qm9_source.qm9pack_data_dir()
+    remotes = {f.name: f for f in source_files("qm9", "qm9pack")}
+    sums = {name: verify(folder / name, remotes[name]).sha256 for name in remotes}
+    entries = [e for e in qm9_source.iter_qm9pack(folder) if not isinstance(e, tuple)]
+    entries.sort(key=lambda e: e.index)
+    chosen = np.random.default_rng(seed).choice(len(entries), size=min(n, len(entries)), replace=False)
+    records, failures = _qm9_records([entries[i] for i in np.sort(chosen)], set(), progress, len(chosen))
+    with MoleculeStoreWriter(out, dataset="demo-qm9", source="qm9pack", source_urls=["https://pypi.org/project/qm9pack/1.0.3/"],
+                             raw_sha256=sums, settings=settings, property_units=qm9_source.PROPERTY_UNITS) as writer:
+        for record in records:
+            writer.add(record)
+        for mol, reason in failures:
+            writer.add_failure(mol, reason)
+        writer.add_split("random", random_split([r.id for r in records], settings["split"], seed), method="seeded random permutation of molecule IDs", seed=seed, fractions=settings["split"])
+    return {"molecules": len(records), "failures": len(failures), "source": "qm9pack"}
