@@ -86,6 +86,84 @@ def _run_toy_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data_commands(sub) -> None:
+    from .data.fetch import FETCHABLE, OFFLINE_DATASETS
+
+    datasets = sorted(FETCHABLE) + list(OFFLINE_DATASETS)
+    f = sub.add_parser("fetch", help="download a dataset's raw files, verified against the manifest")
+    f.add_argument("dataset", choices=datasets)
+    f.add_argument("--source", help="manifest source (qm9: figshare, deepchem, qm9pack)")
+    f.add_argument("--url", help="a mirror base URL tried first for every file (<url>/<name>)")
+    f.add_argument("--dest", help="folder for the files (default resources/<dataset>)")
+    f.add_argument("--offline", action="store_true", help="download nothing; report what is missing")
+    f.add_argument("--retries", type=int, default=4)
+    f.set_defaults(func=_run_fetch)
+
+    z = sub.add_parser("featurize", help="raw files -> a verified HDF5 store")
+    z.add_argument("dataset", choices=datasets)
+    z.add_argument("--raw", help="folder with the fetched raw files (default resources/<dataset>)")
+    z.add_argument("--out", required=True, help="the store to write (.h5)")
+    z.add_argument("--config", help="YAML with a `featurize:` section of settings for this dataset")
+    z.set_defaults(func=_run_featurize)
+
+    d = sub.add_parser("data", help="inspect stores")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    i = dsub.add_parser("info", help="counts, splits, atom-count histogram, failures, provenance")
+    i.add_argument("store")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_run_data_info)
+    df = dsub.add_parser("diff", help="what a dataset update added, removed and changed")
+    df.add_argument("old")
+    df.add_argument("new")
+    df.add_argument("--json", action="store_true")
+    df.set_defaults(func=_run_data_diff)
+
+
+def _run_fetch(args: argparse.Namespace) -> int:
+    from .data.fetch import OFFLINE_DATASETS, fetch_dataset
+
+    if args.dataset in OFFLINE_DATASETS:
+        print(f"{args.dataset} ships with the installed packages; nothing to fetch")
+        return 0
+    paths = fetch_dataset(args.dataset, args.source, args.dest, offline=args.offline, mirror=args.url, retries=args.retries)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _run_featurize(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .data.featurize import featurize
+
+    settings = {}
+    if args.config:
+        loaded = yaml.safe_load(open(args.config)) or {}
+        section = loaded.get("featurize", {})
+        if not isinstance(section, dict):
+            raise ValueError(f"{args.config}: `featurize` must be a mapping")
+        settings = section.get(args.dataset.replace("-", "_"), section.get(args.dataset, {}))
+    summary = featurize(args.dataset, args.raw, args.out, settings)
+    print(f"{args.out}: {summary['molecules']} molecules, {summary['failures']} recorded failures (source {summary['source']})")
+    return 0
+
+
+def _run_data_info(args: argparse.Namespace) -> int:
+    from .data.info import format_info, store_info
+
+    info = store_info(args.store)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def _run_data_diff(args: argparse.Namespace) -> int:
+    from .data.info import format_diff, store_diff
+
+    diff = store_diff(args.old, args.new)
+    print(json.dumps(diff, indent=2) if args.json else format_diff(diff))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -93,16 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qdiff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_toy(sub)
+    _add_data_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .data.download import DownloadError
+
     try:
         return args.func(args)
-    except ValueError as err:
-        print(f"qdiff {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, KeyError, FileNotFoundError, DownloadError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"qdiff {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

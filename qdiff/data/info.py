@@ -23,7 +23,7 @@ def store_info(path: str | Path) -> dict:
                   for name in store.split_names()}
         reasons: dict[str, int] = {}
         for _, reason in store.failures():
-            key = reason.split(":")[0][:80]
+            key = reason.rsplit(": ", 1)[-1][:80]
             reasons[key] = reasons.get(key, 0) + 1
         return {
             "path": str(path),

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import os
 from importlib import resources
+from pathlib import Path
 
 import yaml
 
@@ -29,9 +31,18 @@ class RemoteFile:
 _KNOWN = {"name", "urls", "size", "md5", "sha256", "checksum_source", "package", "manual"}
 
 
+MANIFEST_ENV = "QDIFF_MANIFEST"
+
+
 def load_manifest(text: str | None = None) -> dict:
-    """The manifest as {dataset: {"description", "license", "sources": {source: [RemoteFile]}}}."""
-    raw = yaml.safe_load(text if text is not None else resources.files(__package__).joinpath("manifest.yaml").read_text())
+    """The manifest as {dataset: {"description", "license", "sources": {source: [RemoteFile]}}}.
+
+    `$QDIFF_MANIFEST` (a YAML path) replaces the committed manifest, e.g. for a private mirror
+    with its own checksums."""
+    if text is None:
+        override = os.environ.get(MANIFEST_ENV)
+        text = Path(override).read_text() if override else resources.files(__package__).joinpath("manifest.yaml").read_text()
+    raw = yaml.safe_load(text)
     out = {}
     for dataset, spec in raw.items():
         sources = {}
