@@ -20,6 +20,9 @@ from .splits import random_split
 
 DEFAULTS = {
     "demo-qm9": {"n_molecules": 2000, "seed": 0, "split": [0.8, 0.1, 0.1]},
+    "geom-drugs": {"max_conformers": 30, "drop_disconnected": True, "seed": 0, "split": [0.8, 0.1, 0.1]},
+    "geom-qm9": {"max_conformers": 30, "drop_disconnected": False, "seed": 0, "split": [0.8, 0.1, 0.1]},
+    "demo-drugs": {"n_conformers": 10, "max_molecules": 200, "timeout_s": 5, "seed": 0, "split": [0.8, 0.1, 0.1]},
 }
 
 
@@ -31,7 +34,13 @@ def featurize(dataset: str, raw: str | Path | None, out: str | Path, settings: d
         return featurize_qm9(Path(raw) if raw else Path("resources/qm9"), Path(out), settings, progress)
     if dataset == "demo-qm9":
         return featurize_demo_qm9(Path(out), settings, progress)
-    raise ValueError(f"featurize: dataset {dataset!r} is not supported yet; supported: qm9, demo-qm9")
+    if dataset in ("geom-drugs", "geom-qm9"):
+        return featurize_geom(dataset, Path(raw) if raw else Path("resources") / dataset, Path(out), settings, progress)
+    if dataset == "demo-drugs":
+        from .sources.demo_drugs import featurize_demo_drugs
+
+        return featurize_demo_drugs(Path(out), settings, progress)
+    raise ValueError(f"featurize: dataset {dataset!r} is not supported yet; supported: qm9, demo-qm9, geom-drugs, geom-qm9, demo-drugs")
 
 
 def _package_csvs(raw: Path) -> dict[str, Path]:
@@ -159,3 +168,69 @@ def featurize_demo_qm9(out: Path, settings: dict, progress: bool = True) -> dict
             writer.add_failure(mol, reason)
         writer.add_split("random", random_split([r.id for r in records], settings["split"], seed), method="seeded random permutation of molecule IDs", seed=seed, fractions=settings["split"])
     return {"molecules": len(records), "failures": len(failures), "source": "qm9pack"}
+
+
+def _split_file(raw: Path, subset: str) -> tuple[Path, str] | None:
+    """The GeoMol/torsional-diffusion split.npy for a GEOM subset, locked on first use."""
+    from .download import _read_lock, _write_lock, digest
+
+    path = raw / f"{subset}_split.npy"
+    if not path.is_file():
+        return None
+    d = digest(path)
+    lock = _read_lock(raw)
+    if path.name in lock and lock[path.name]["sha256"] != d.sha256:
+        raise ValueError(f"{path}: sha256 {d.sha256} differs from the one locked on first use {lock[path.name]['sha256']}")
+    if path.name not in lock:
+        lock[path.name] = {"sha256": d.sha256, "md5": d.md5, "size": d.size, "url": "placed by hand"}
+        _write_lock(raw, lock)
+    return path, d.sha256
+
+
+def featurize_geom(dataset: str, raw: Path, out: Path, settings: dict, progress: bool = True) -> dict:
+    """GEOM-DRUGS / GEOM-QM9 from rdkit_folder.tar.gz, streamed (checksum verified first)."""
+    from .sources import geom
+
+    subset = geom.SUBSETS[dataset]
+    archive = raw / "rdkit_folder.tar.gz"
+    if not archive.is_file():
+        raise FileNotFoundError(f"{archive}: missing; run `qdiff fetch {dataset}` (or place it there by hand)")
+    remote = {f.name: f for f in source_files("geom", "dataverse")}["rdkit_folder.tar.gz"]
+    sums = {archive.name: verify(archive, remote, raw).sha256}  # before anything is unpickled
+    summary = None
+    for kind, name, data in geom.iter_archive(archive, subset):
+        if kind == "summary":
+            summary = geom.read_summary(data, name)
+            break
+    if summary is None:
+        raise ValueError(f"{archive}: no summary_{subset}.json in the archive")
+    split_file = _split_file(raw, subset)
+    if split_file:
+        sums[split_file[0].name] = split_file[1]
+    options = geom.GeomSettings(int(settings["max_conformers"]), bool(settings["drop_disconnected"]))
+    names: list[str] = []
+    n_ok = n_fail = 0
+    with MoleculeStoreWriter(out, dataset=dataset, source="dataverse", source_urls=list(remote.urls),
+                             raw_sha256=sums, settings=settings) as writer:
+        items = (x for x in geom.iter_archive(archive, subset) if x[0] == "pickle")
+        for _, name, data in tqdm(items, desc=dataset, unit="mol", disable=not progress):
+            stem = Path(name).stem
+            names.append(stem)
+            try:
+                writer.add(geom.record_from_pickle(stem, data, summary.get(stem), options))
+                n_ok += 1
+            except ValueError as err:
+                writer.add_failure(stem, str(err))
+                n_fail += 1
+        if split_file:
+            import numpy as np
+
+            from .splits import split_from_index_file
+
+            indices = np.load(split_file[0], allow_pickle=True)  # locked checksum verified above
+            ordered = [n[: -len(".pickle")] for n in sorted(f"{n}.pickle" for n in names)]
+            writer.add_split("etflow", split_from_index_file(ordered, indices),
+                             method="GeoMol/torsional-diffusion split.npy: indices into the sorted pickle list", source_sha256=split_file[1])
+        writer.add_split("random", random_split(names, settings["split"], int(settings["seed"])),
+                         method="seeded random permutation of molecule IDs (per molecule)", seed=int(settings["seed"]))
+    return {"molecules": n_ok, "failures": n_fail, "source": "dataverse"}
