@@ -1,0 +1,140 @@
+"""GEOM rdkit_folder (streamed, checksum before unpickling) and demo-drugs."""
+import hashlib
+import io
+import json
+import pathlib
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import yaml
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from qdiff.data.download import ChecksumError
+from qdiff.data.featurize import featurize
+from qdiff.data.manifest import MANIFEST_ENV
+from qdiff.data.molecule_store import MoleculeStore
+
+
+def conformers(smiles, n, seed=0):
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    ids = AllChem.EmbedMultipleConfs(mol, numConfs=n, randomSeed=seed)
+    out = []
+    rng = np.random.default_rng(seed)
+    weights = rng.random(len(ids))
+    weights /= weights.sum()
+    for k, cid in enumerate(ids):
+        m = Chem.Mol(mol, confId=cid)
+        keep = Chem.Mol(m)
+        keep.RemoveAllConformers()
+        keep.AddConformer(Chem.Conformer(m.GetConformer(cid)), assignId=True)
+        out.append({"rd_mol": keep, "boltzmannweight": float(weights[k]), "totalenergy": -10.0 - k, "geom_id": k})
+    return out
+
+
+class Trap:
+    """Unpickling this creates a marker file: proof of whether a pickle was loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def write_rdkit_folder(path, marker):
+    members = {}
+    summary = {}
+
+    def add(stem, smiles, payload):
+        members[f"rdkit_folder/drugs/{stem}.pickle"] = payload
+        summary[smiles] = {"pickle_path": f"drugs/{stem}.pickle", "totalconfs": 1}
+
+    add("ethanol", "CCO", pickle.dumps({"smiles": "CCO", "conformers": conformers("CCO", 35)}))
+    add("ethanol-amide", "NC(=O)CCO", pickle.dumps({"smiles": "NC(=O)CCO", "conformers": conformers("NC(=O)CCO", 5)}))
+    add("salt", "CCO.O", pickle.dumps({"smiles": "CCO.O", "conformers": conformers("CCO.O", 2)}))
+    add("mismatch", "CCN", pickle.dumps({"smiles": "CCN", "conformers": conformers("CCC", 2)}))
+    add("broken", "CCCl", b"\x80\x04not really a pickle")
+    add("benzamide", "NC(=O)c1ccccc1", pickle.dumps({"smiles": "NC(=O)c1ccccc1", "conformers": conformers("NC(=O)c1ccccc1", 4)}))
+    add("trap", "CC", pickle.dumps({"smiles": "CC", "conformers": [], "x": Trap(marker)}))
+    members["rdkit_folder/summary_drugs.json"] = json.dumps(summary).encode()
+    members["rdkit_folder/qm9/other.pickle"] = b"ignored"
+    with tarfile.open(path, "w:gz") as tar:
+        for name in sorted(members, key=lambda n: ("summary" in n, n)):  # summary after the pickles
+            info = tarfile.TarInfo(name)
+            info.size = len(members[name])
+            tar.addfile(info, io.BytesIO(members[name]))
+
+
+@pytest.fixture
+def geom_raw(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    marker = tmp_path / "unpickled.marker"
+    write_rdkit_folder(raw / "rdkit_folder.tar.gz", marker)
+    md5 = hashlib.md5((raw / "rdkit_folder.tar.gz").read_bytes()).hexdigest()
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump({"geom": {"license": "CC0", "sources": {"dataverse": [
+        {"name": "rdkit_folder.tar.gz", "urls": ["http://127.0.0.1:9/rdkit_folder.tar.gz"], "md5": md5, "checksum_source": "test"}]}}}))
+    monkeypatch.setenv(MANIFEST_ENV, str(manifest))
+    return raw, marker
+
+
+def test_geom_drugs_streamed_with_filters_cap_and_split(tmp_path, geom_raw):
+    raw, marker = geom_raw
+    # GeoMol split.npy: indices into the sorted pickle list (the '-' sorts before '.').
+    names = sorted(f"{s}.pickle" for s in ["ethanol", "ethanol-amide", "salt", "mismatch", "broken", "benzamide", "trap"])
+    assert names[:3] == ["benzamide.pickle", "broken.pickle", "ethanol-amide.pickle"]
+    np.save(raw / "drugs_split.npy", np.array([np.array([0, 3, 4]), np.array([1, 5]), np.array([2, 6])], dtype=object), allow_pickle=True)
+    out = tmp_path / "drugs.h5"
+    summary = featurize("geom-drugs", raw, out, progress=False)
+    assert summary["molecules"] == 3 and summary["failures"] == 4
+    assert marker.exists()  # the trap pickle was loaded only after the checksum verified
+    with MoleculeStore(out) as store:
+        reasons = dict(store.failures())
+        assert "disconnected" in reasons["salt"]
+        assert "disagrees with the summary SMILES" in reasons["mismatch"]
+        assert "unreadable pickle" in reasons["broken"]
+        assert "no conformers" in reasons["trap"]
+        ids = store.ids()
+        eth = store.molecule(ids.index("ethanol"))
+        assert eth["positions"].shape[0] == 30  # capped at the 30 highest Boltzmann weights
+        assert (np.diff(eth["weights"]) <= 0).all()
+        # sorted: benzamide, broken, ethanol-amide, ethanol, mismatch, salt, trap
+        assert [ids[r] for r in store.split("etflow", "train")] == ["benzamide", "ethanol"]
+        assert [ids[r] for r in store.split("etflow", "val")] == []
+        assert [ids[r] for r in store.split("etflow", "test")] == ["ethanol-amide"]
+        assert int(store.h5["splits/etflow"].attrs["dropped_missing"]) == 4
+        assert set(store.split_names()) == {"etflow", "random"}
+    lock = json.loads((raw / "CHECKSUMS.lock.json").read_text())
+    assert "drugs_split.npy" in lock
+
+
+def test_geom_checksum_is_verified_before_unpickling(tmp_path, geom_raw, monkeypatch):
+    raw, marker = geom_raw
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(yaml.safe_dump({"geom": {"license": "CC0", "sources": {"dataverse": [
+        {"name": "rdkit_folder.tar.gz", "urls": ["http://127.0.0.1:9/x"], "md5": "0" * 32, "checksum_source": "test"}]}}}))
+    monkeypatch.setenv(MANIFEST_ENV, str(manifest))
+    with pytest.raises(ChecksumError, match="md5 mismatch"):
+        featurize("geom-drugs", raw, tmp_path / "drugs.h5", progress=False)
+    assert not marker.exists() and not (tmp_path / "drugs.h5").exists()
+
+
+def test_geom_missing_archive_says_how_to_fetch(tmp_path):
+    with pytest.raises(FileNotFoundError, match="qdiff fetch geom-drugs"):
+        featurize("geom-drugs", tmp_path, tmp_path / "x.h5", progress=False)
+
+
+def test_demo_drugs_is_deterministic_and_labelled(tmp_path):
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    featurize("demo-drugs", None, a, {"max_molecules": 6, "n_conformers": 4}, progress=False)
+    featurize("demo-drugs", None, b, {"max_molecules": 6, "n_conformers": 4}, progress=False)
+    assert a.read_bytes() == b.read_bytes()
+    with MoleculeStore(a) as store:
+        assert "stand-in for GEOM-DRUGS" in store.attrs["source"]
+        assert len(store) == 6 and store.n_conformers <= 24
+        w = store.molecule(0)["weights"]
+        assert abs(w.sum() - 1) < 1e-5 and (np.diff(store.molecule(0)["energies"]) >= 0).all()
