@@ -12,9 +12,11 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/toy.smk"
+include: "workflow/rules/data.smk"
 
 
 rule all:
     default_target: True
     input:
         toy_summary_outputs(),
+        data_outputs(),

@@ -104,6 +104,8 @@ def _add_data_commands(sub) -> None:
     z.add_argument("--raw", help="folder with the fetched raw files (default resources/<dataset>)")
     z.add_argument("--out", required=True, help="the store to write (.h5)")
     z.add_argument("--config", help="YAML with a `featurize:` section of settings for this dataset")
+    z.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="one setting (value parsed as YAML), overriding --config; repeatable")
     z.set_defaults(func=_run_featurize)
 
     d = sub.add_parser("data", help="inspect stores")
@@ -142,7 +144,12 @@ def _run_featurize(args: argparse.Namespace) -> int:
         section = loaded.get("featurize", {})
         if not isinstance(section, dict):
             raise ValueError(f"{args.config}: `featurize` must be a mapping")
-        settings = section.get(args.dataset.replace("-", "_"), section.get(args.dataset, {}))
+        settings = dict(section.get(args.dataset.replace("-", "_"), section.get(args.dataset, {})))
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        settings[key] = yaml.safe_load(value)
     summary = featurize(args.dataset, args.raw, args.out, settings)
     print(f"{args.out}: {summary['molecules']} molecules, {summary['failures']} recorded failures (source {summary['source']})")
     return 0

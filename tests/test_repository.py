@@ -1,5 +1,6 @@
 """The repository's own contracts: environments in sync, config validation, Snakemake lint and
 format, and the workflow + DVC end to end on a tiny study."""
+import json
 import os
 import re
 import shutil
@@ -101,6 +102,7 @@ def test_bad_config_fails_before_any_job_with_its_name(tmp_path):
 
 TINY = {
     "study": "demo",
+    "data": {"datasets": ["demo-qm9"], "featurize": {"demo-qm9": {"n_molecules": 20, "seed": 0}}},
     "toy": {
         "targets": ["gaussian", "shape"], "treatments": ["conventional", "quotient"],
         "samplers": ["ode", "sde"], "curvature_ablation": ["plus"], "seeds": [0],
@@ -133,6 +135,8 @@ def test_workflow_and_dvc_end_to_end(tmp_path):
     assert summary[0].startswith("target,treatment,sampler")
     assert (work / "results" / "toy" / "z_scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((work / "results").rglob("*.tmp"))
+    info = json.loads((work / "results" / "data" / "demo-qm9.info.json").read_text())
+    assert info["molecules"] == 20 and info["dataset"] == "demo-qm9"
     assert "up to date" in dvc("status").stdout
     assert "metrics.json" in dvc("metrics", "show").stdout
     dry = _snakemake("-n", cwd=work)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
 
 from ..atomic import atomic_write_text
+from ..progress import progress_bar
 from .manifest import RemoteFile
 
 LOCK_NAME = "CHECKSUMS.lock.json"
@@ -127,8 +127,8 @@ def _stream(url: str, part: Path, timeout: float, progress: bool, name: str) -> 
         mode = "ab" if resume else "wb"
         received = 0
         first = True
-        with open(part, mode) as fh, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, desc=name, disable=not progress, leave=False
+        with open(part, mode) as fh, progress_bar(
+            total=total, initial=offset, unit="B", unit_scale=True, desc=name, enabled=progress, leave=False
         ) as bar:
             while True:
                 try:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 from rdkit import RDLogger
-from tqdm import tqdm
 
+from ..progress import progress_bar
 from .download import verify
 from .fetch import PACKAGE_MARKER
 from .manifest import source_files
@@ -29,6 +29,9 @@ DEFAULTS = {
 def featurize(dataset: str, raw: str | Path | None, out: str | Path, settings: dict | None = None, progress: bool = True) -> dict:
     """Build the store for `dataset` from the raw folder; returns a summary dict."""
     RDLogger.DisableLog("rdApp.*")
+    unknown = set(settings or {}) - set(DEFAULTS.get(dataset, {}))
+    if unknown:
+        raise ValueError(f"featurize {dataset}: unknown settings {sorted(unknown)}; known: {sorted(DEFAULTS.get(dataset, {}))}")
     settings = {**DEFAULTS.get(dataset, {}), **(settings or {})}
     if dataset == "qm9":
         return featurize_qm9(Path(raw) if raw else Path("resources/qm9"), Path(out), settings, progress)
@@ -110,7 +113,7 @@ def _qm9_entries(raw: Path, progress: bool):
 
 def _qm9_records(items, excluded: set[int], progress: bool, total: int | None):
     records, failures = [], []
-    for item in tqdm(items, total=total, desc="qm9", unit="mol", disable=not progress):
+    for item in progress_bar(items, total=total, desc="qm9", unit="mol", enabled=progress):
         if isinstance(item, tuple) and isinstance(item[0], str):
             failures.append(item)
             continue
@@ -213,7 +216,7 @@ def featurize_geom(dataset: str, raw: Path, out: Path, settings: dict, progress:
     with MoleculeStoreWriter(out, dataset=dataset, source="dataverse", source_urls=list(remote.urls),
                              raw_sha256=sums, settings=settings) as writer:
         items = (x for x in geom.iter_archive(archive, subset) if x[0] == "pickle")
-        for _, name, data in tqdm(items, desc=dataset, unit="mol", disable=not progress):
+        for _, name, data in progress_bar(items, desc=dataset, unit="mol", enabled=progress):
             stem = Path(name).stem
             names.append(stem)
             try:

@@ -30,3 +30,17 @@ def toy_summary_outputs():
         "results/toy/{name}",
         name=["summary.csv", "summary.md", "metrics.json", "z_scores.png"],
     )
+
+
+def featurize_settings(wildcards):
+    """`--set KEY=VALUE` flags for one dataset's featurize settings in config.yaml."""
+    settings = config["data"].get("featurize", {}).get(wildcards.dataset, {})
+    return " ".join(f"--set {key}={value}" for key, value in sorted(settings.items()))
+
+
+def data_outputs():
+    return expand(
+        "results/data/{dataset}.{ext}",
+        dataset=config["data"]["datasets"],
+        ext=["h5", "info.json"],
+    )

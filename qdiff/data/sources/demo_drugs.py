@@ -13,8 +13,8 @@ import numpy as np
 import rdkit
 from rdkit import Chem
 from rdkit.Chem import AllChem
-from tqdm import tqdm
 
+from ...progress import progress_bar
 from ..chem import record_from_mol
 from ..molecule_store import MoleculeStoreWriter
 from ..splits import random_split
@@ -87,7 +87,7 @@ def featurize_demo_drugs(out: Path, settings: dict, progress: bool = True) -> di
         for mol_id, reason in dropped:
             writer.add_failure(mol_id, reason)
         ids = []
-        for k in tqdm(chosen, desc="demo-drugs", unit="mol", disable=not progress):
+        for k in progress_bar(chosen, desc="demo-drugs", unit="mol", enabled=progress):
             mol_id, smiles = keep[k]
             ids.append(mol_id)
             try:
