@@ -138,3 +138,19 @@ def test_demo_drugs_is_deterministic_and_labelled(tmp_path):
         assert len(store) == 6 and store.n_conformers <= 24
         w = store.molecule(0)["weights"]
         assert abs(w.sum() - 1) < 1e-5 and (np.diff(store.molecule(0)["energies"]) >= 0).all()
+
+
+def test_fetch_geom_over_http_then_featurize(tmp_path, geom_raw):
+    from http_fixtures import FileServer
+    from qdiff.data.fetch import fetch_dataset
+
+    served, _ = geom_raw
+    dest = tmp_path / "fetched"
+    with FileServer() as server:
+        server.files["/geom/rdkit_folder.tar.gz"] = (served / "rdkit_folder.tar.gz").read_bytes()
+        server.truncate_once.add("/geom/rdkit_folder.tar.gz")
+        (path,) = fetch_dataset("geom-drugs", None, dest, mirror=server.url + "/geom", progress=False, backoff=0)
+        assert [r for _, r in server.requests][1].startswith("bytes=")
+    assert path.read_bytes() == (served / "rdkit_folder.tar.gz").read_bytes()
+    summary = featurize("geom-drugs", dest, tmp_path / "drugs.h5", progress=False)
+    assert summary["molecules"] == 3
