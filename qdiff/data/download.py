@@ -159,14 +159,29 @@ def fetch_file(
     timeout: float = 60.0,
     progress: bool = True,
     sleep: Callable[[float], None] = time.sleep,
+    validate: Callable[[Path], None] | None = None,
+    lock: bool = True,
 ) -> Path:
-    """Download `remote` into `dest` (verified), or return the verified file already there."""
+    """Download `remote` into `dest` (verified), or return the verified file already there.
+
+    `validate(path)` is an extra content check (raise ValueError to reject the bytes, e.g. a gzip
+    CRC check); `lock=False` skips lock-on-first-download for files whose contents legitimately
+    change (PDB entries are revised; their sha256 goes into the snapshot manifest instead)."""
+    def check(path: Path) -> FileDigest:
+        d = verify(path, remote, dest if lock else None)
+        if validate is not None:
+            try:
+                validate(path)
+            except ValueError as err:
+                raise ChecksumError(f"{remote.name}: {err}") from err
+        return d
+
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     final = dest / remote.name
     if final.is_file():
         try:
-            verify(final, remote, dest)
+            check(final)
             return final
         except ChecksumError:
             final.unlink()
@@ -178,7 +193,7 @@ def fetch_file(
         for attempt in range(retries + 1):
             try:
                 _stream(url, part, timeout, progress, remote.name)
-                d = verify(part, remote, dest)
+                d = check(part)
             except _Transient as err:
                 attempts.append(f"{url} (try {attempt + 1}): {err}")
                 if attempt < retries:
@@ -193,11 +208,11 @@ def fetch_file(
                 part.unlink(missing_ok=True)
                 break
             os.replace(part, final)
-            if not remote.has_checksum:
-                lock = _read_lock(dest)
-                if remote.name not in lock:
-                    lock[remote.name] = {"sha256": d.sha256, "md5": d.md5, "size": d.size, "url": url}
-                    _write_lock(dest, lock)
+            if lock and not remote.has_checksum:
+                lock_table = _read_lock(dest)
+                if remote.name not in lock_table:
+                    lock_table[remote.name] = {"sha256": d.sha256, "md5": d.md5, "size": d.size, "url": url}
+                    _write_lock(dest, lock_table)
             return final
     raise DownloadError(f"{remote.name}: every URL failed:\n  " + "\n  ".join(attempts))
 

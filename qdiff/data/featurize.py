@@ -24,11 +24,22 @@ DEFAULTS = {
     "geom-qm9": {"max_conformers": 30, "drop_disconnected": False, "seed": 0, "split": [0.8, 0.1, 0.1]},
     "demo-drugs": {"n_conformers": 10, "max_molecules": 200, "timeout_s": 5, "seed": 0, "split": [0.8, 0.1, 0.1]},
 }
+_PROTEIN = {"pdb", "demo-backbones"}
 
 
 def featurize(dataset: str, raw: str | Path | None, out: str | Path, settings: dict | None = None, progress: bool = True) -> dict:
     """Build the store for `dataset` from the raw folder; returns a summary dict."""
     RDLogger.DisableLog("rdApp.*")
+    if dataset in _PROTEIN:
+        from .featurize_proteins import BACKBONE_DEFAULTS, PDB_DEFAULTS, featurize_demo_backbones, featurize_pdb
+
+        known = PDB_DEFAULTS if dataset == "pdb" else BACKBONE_DEFAULTS
+        unknown = set(settings or {}) - set(known)
+        if unknown:
+            raise ValueError(f"featurize {dataset}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
+        if dataset == "pdb":
+            return featurize_pdb(Path(raw) if raw else Path("resources/pdb"), Path(out), settings or {}, progress)
+        return featurize_demo_backbones(Path(out), settings or {}, progress)
     unknown = set(settings or {}) - set(DEFAULTS.get(dataset, {}))
     if unknown:
         raise ValueError(f"featurize {dataset}: unknown settings {sorted(unknown)}; known: {sorted(DEFAULTS.get(dataset, {}))}")
