@@ -89,7 +89,7 @@ def _run_toy_summary(args: argparse.Namespace) -> int:
 def _add_data_commands(sub) -> None:
     from .data.fetch import FETCHABLE, OFFLINE_DATASETS
 
-    datasets = sorted(FETCHABLE) + list(OFFLINE_DATASETS)
+    datasets = sorted(FETCHABLE) + ["pdb"] + list(OFFLINE_DATASETS)
     f = sub.add_parser("fetch", help="download a dataset's raw files, verified against the manifest")
     f.add_argument("dataset", choices=datasets)
     f.add_argument("--source", help="manifest source (qm9: figshare, deepchem, qm9pack)")
@@ -97,6 +97,16 @@ def _add_data_commands(sub) -> None:
     f.add_argument("--dest", help="folder for the files (default resources/<dataset>)")
     f.add_argument("--offline", action="store_true", help="download nothing; report what is missing")
     f.add_argument("--retries", type=int, default=4)
+    pdb = f.add_argument_group("pdb")
+    pdb.add_argument("--ids", help="comma-separated PDB IDs")
+    pdb.add_argument("--ids-file", help="file of PDB IDs (whitespace or comma separated, # comments)")
+    pdb.add_argument("--index-dir", help="folder with wwPDB index files (resolu.idx, pdb_entry_type.txt, "
+                     "entries.idx, obsolete.dat) to select candidates from")
+    pdb.add_argument("--max-resolution", type=float, help="with --index-dir: resolution cutoff in Å")
+    pdb.add_argument("--base-url", default=None, help="entry server (default https://files.rcsb.org/download)")
+    pdb.add_argument("--snapshot", help="snapshot date (YYYY-MM-DD) recorded in snapshot.json")
+    pdb.add_argument("--workers", type=int, default=8, help="concurrent downloads")
+    pdb.add_argument("--refresh", action="store_true", help="download again instead of reusing the cache")
     f.set_defaults(func=_run_fetch)
 
     z = sub.add_parser("featurize", help="raw files -> a verified HDF5 store")
@@ -127,9 +137,42 @@ def _run_fetch(args: argparse.Namespace) -> int:
     if args.dataset in OFFLINE_DATASETS:
         print(f"{args.dataset} ships with the installed packages; nothing to fetch")
         return 0
+    if args.dataset == "pdb":
+        return _run_fetch_pdb(args)
     paths = fetch_dataset(args.dataset, args.source, args.dest, offline=args.offline, mirror=args.url, retries=args.retries)
     for path in paths:
         print(path)
+    return 0
+
+
+def _run_fetch_pdb(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .data.sources.pdb import DEFAULT_BASE_URL, fetch_pdb, normalize_ids, read_ids_file, select_candidates
+
+    ids: list[str] = []
+    if args.ids:
+        ids += normalize_ids(args.ids.split(","))
+    if args.ids_file:
+        ids += read_ids_file(args.ids_file)
+    dest = Path(args.dest or "resources/pdb")
+    if args.index_dir:
+        kept, dropped = select_candidates(args.index_dir, max_resolution=args.max_resolution, before=args.snapshot)
+        ids += kept
+        print(f"index selection: {len(kept)} candidates, {len(dropped)} dropped (reasons in {dest / 'dropped.json'})")
+        dest.mkdir(parents=True, exist_ok=True)
+        from .atomic import atomic_write_text
+
+        atomic_write_text(dest / "dropped.json", json.dumps(dropped, indent=2, sort_keys=True) + "\n")
+    if not ids:
+        raise ValueError("fetch pdb needs --ids, --ids-file or --index-dir")
+    path = fetch_pdb(ids, dest, base_url=args.base_url or DEFAULT_BASE_URL, snapshot=args.snapshot,
+                     workers=args.workers, retries=args.retries, refresh=args.refresh)
+    entries = json.loads(path.read_text())["entries"]
+    errors = {k: v["error"] for k, v in entries.items() if "error" in v}
+    print(f"{path}: {len(entries) - len(errors)} entries cached, {len(errors)} failed")
+    for pid, error in sorted(errors.items()):
+        print(f"  {pid}: {error}")
     return 0
 
 
@@ -151,7 +194,8 @@ def _run_featurize(args: argparse.Namespace) -> int:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         settings[key] = yaml.safe_load(value)
     summary = featurize(args.dataset, args.raw, args.out, settings)
-    print(f"{args.out}: {summary['molecules']} molecules, {summary['failures']} recorded failures (source {summary['source']})")
+    counted = f"{summary['chains']} chains in {summary['structures']} structures" if "chains" in summary else f"{summary['molecules']} molecules"
+    print(f"{args.out}: {counted}, {summary['failures']} recorded failures (source {summary['source']})")
     return 0
 
 

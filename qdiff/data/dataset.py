@@ -107,3 +107,60 @@ def collate_molecules(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.T
     out["row"] = torch.stack([item["row"] for item in batch])
     out["conformer"] = torch.stack([item["conformer"] for item in batch])
     return out
+
+
+class BackboneDataset(Dataset):
+    """Cα backbones from a protein store: centered Cα coordinates [L, 3] of the resolved residues
+    (a residue without CA is masked out), residue types, and an optional random crop to
+    `max_length` (a contiguous window, drawn per epoch). Opened lazily in each worker."""
+
+    def __init__(self, path: str | Path, split: str | None = None, part: str = "train", max_length: int | None = None, seed: int = 0):
+        from .protein_store import ProteinStore
+
+        self.path, self.max_length, self.seed, self.epoch = Path(path), max_length, seed, 0
+        with ProteinStore(self.path) as store:
+            self.rows = store.split(split, part).astype(np.int64) if split else np.arange(len(store), dtype=np.int64)
+        self._store = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_store"] = None
+        return state
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        from .protein_store import ProteinStore
+        from .residues import CA
+
+        if self._store is None:
+            self._store = ProteinStore(self.path)
+            self._pos, self._mask, self._aatype = (self._store.array(f"residues/{k}") for k in ("atom_pos", "atom_mask", "aatype"))
+        row = int(self.rows[i])
+        r0, r1 = int(self._store.residue_ptr[row]), int(self._store.residue_ptr[row + 1])
+        if self.max_length and r1 - r0 > self.max_length:
+            start = int(np.random.default_rng((self.seed, self.epoch, row)).integers(r1 - r0 - self.max_length + 1))
+            r0, r1 = r0 + start, r0 + start + self.max_length
+        ca = np.array(self._pos[r0:r1, CA], dtype=np.float32)
+        mask = np.array(self._mask[r0:r1, CA])
+        ca[mask] -= ca[mask].mean(axis=0) if mask.any() else 0.0
+        ca[~mask] = 0.0
+        return {"pos": torch.from_numpy(ca), "mask": torch.from_numpy(mask),
+                "aatype": torch.from_numpy(np.array(self._aatype[r0:r1], dtype=np.int64)), "row": torch.tensor(row)}
+
+
+def collate_backbones(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Pad to [B, L_max]; `mask` is False on padding and on residues without a CA."""
+    n_max = max(int(item["pos"].shape[0]) for item in batch)
+    B = len(batch)
+    out = {"pos": torch.zeros(B, n_max, 3), "mask": torch.zeros(B, n_max, dtype=torch.bool),
+           "aatype": torch.full((B, n_max), 20, dtype=torch.int64)}
+    for b, item in enumerate(batch):
+        n = item["pos"].shape[0]
+        out["pos"][b, :n], out["mask"][b, :n], out["aatype"][b, :n] = item["pos"], item["mask"], item["aatype"]
+    out["row"] = torch.stack([item["row"] for item in batch])
+    return out

@@ -1,0 +1,191 @@
+"""PDB: a local HTTP server posing as files.rcsb.org, real entries, and independent parses."""
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from http_fixtures import FileServer
+from qdiff.data.dataset import BackboneDataset, collate_backbones
+from qdiff.data.featurize import featurize
+from qdiff.data.info import store_diff, store_info
+from qdiff.data.protein_store import ProteinStore
+from qdiff.data.residues import CA, MODIFIED_PARENT, RESTYPES_3
+from qdiff.data.sources import pdb
+from qdiff.data.sources.backbones import clashes
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pdb"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/pdb is not present")
+REAL = ["1A8O", "1GBT", "2BEG", "2XHE", "4CUP"]
+SETTINGS = {"min_length": 20, "max_length": 600, "workers": 1}
+
+
+def real(pid):
+    return (SHARED / f"{pid}.cif.gz").read_bytes()
+
+
+def edited(pid, old, new):
+    text = gzip.decompress(real(pid)).decode()
+    assert old in text
+    return gzip.compress(text.replace(old, new, 1).encode(), mtime=0)
+
+
+@pytest.fixture
+def rcsb():
+    with FileServer() as server:
+        for pid in REAL:
+            server.files[f"/download/{pid}.cif.gz"] = real(pid)
+        server.files["/download/9ZZZ.cif.gz"] = real("1GBT")[:5000]  # truncated gzip
+        server.files["/download/7OBS.cif.gz"] = edited("1A8O", "_pdbx_database_status.status_code      REL", "_pdbx_database_status.status_code      OBS")
+        server.files["/download/6NOP.cif.gz"] = edited("1A8O", "'polypeptide(L)'", "polydeoxyribonucleotide")
+        yield server
+
+
+@needs_shared
+def test_fetch_snapshot_and_cache(tmp_path, rcsb):
+    dest = tmp_path / "pdb"
+    ids = REAL + ["9ZZZ", "8ABC", "7OBS", "6NOP"]
+    path = pdb.fetch_pdb(ids, dest, base_url=rcsb.url + "/download", snapshot="2026-11-25", workers=4, retries=0, progress=False)
+    snap = json.loads(path.read_text())
+    assert snap["snapshot_date"] == "2026-11-25" and snap["base_url"].endswith("/download")
+    entries = snap["entries"]
+    assert "corrupt or truncated gzip" in entries["9ZZZ"]["error"]
+    assert "HTTP 404" in entries["8ABC"]["error"]
+    assert entries["1GBT"]["revision_date"] == "2011-07-13" and len(entries["1GBT"]["sha256"]) == 64
+    assert entries["7OBS"]["status"] == "OBS"
+    assert not list((dest / "entries").glob("*.part"))
+    # The cache is reused: a second run asks the server only for what failed.
+    rcsb.requests.clear()
+    pdb.fetch_pdb(ids, dest, base_url=rcsb.url + "/download", workers=2, retries=0, progress=False)
+    assert sorted(p for p, _ in rcsb.requests) == ["/download/8ABC.cif.gz", "/download/9ZZZ.cif.gz"]
+
+
+def biopython_chains(pid):
+    """Independent parse: Bio.PDB.MMCIFParser, first model, residues with a CA that are standard
+    or known modified amino acids; highest-occupancy altloc (Biopython's default)."""
+    import io
+    import warnings
+
+    from Bio.PDB import MMCIFParser
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        structure = MMCIFParser(QUIET=True).get_structure(pid, io.StringIO(gzip.decompress(real(pid)).decode()))
+    model = next(iter(structure))
+    out = {}
+    for chain in model:
+        residues = [r for r in chain if "CA" in r and (r.get_resname() in RESTYPES_3 or r.get_resname() in MODIFIED_PARENT) and r.id[0] != "W"]
+        if residues:
+            out[f"{pid.lower()}_{chain.id}"] = residues
+    return out
+
+
+@needs_shared
+def test_featurized_chains_match_an_independent_parse(tmp_path, rcsb):
+    dest = tmp_path / "pdb"
+    pdb.fetch_pdb(REAL + ["7OBS", "6NOP"], dest, base_url=rcsb.url + "/download", retries=0, progress=False)
+    out = tmp_path / "pdb.h5"
+    summary = featurize("pdb", dest, out, SETTINGS, progress=False)
+    assert summary["structures"] == 5
+    with ProteinStore(out) as store:
+        reasons = dict(store.failures())
+        assert "obsolete" in reasons["7obs"] and "no protein chain" in reasons["6nop"]
+        ids = store.ids()
+        for pid in REAL:
+            for chain_id, residues in biopython_chains(pid).items():
+                c = store.chain(ids.index(chain_id))
+                with_ca = c["atom_mask"][:, CA]
+                assert with_ca.sum() == len(residues), chain_id
+                ours = c["atom_pos"][with_ca, CA]
+                theirs = np.array([r["CA"].get_coord() for r in residues])
+                assert np.allclose(ours, theirs, atol=1e-3), chain_id
+                keys = [(int(n), i.decode().strip()) for n, i in zip(c["resnum"][with_ca], c["icode"][with_ca])]
+                assert keys == [(r.id[1], r.id[2].strip()) for r in residues], chain_id
+        gbt = store.chain(ids.index("1gbt_A"))
+        assert (gbt["icode"] != b" ").any()  # insertion codes kept
+        a8o = store.chain(ids.index("1a8o_A"))
+        assert "M" in store.chain(ids.index("1a8o_A"))["sequence"] and a8o["atom_mask"][:, 18].any()  # MSE -> MET, SE -> SD
+        assert len([i for i in ids if i.startswith("2beg_")]) == 5  # NMR: first model, 5 chains
+        table = store.structure_table()
+        assert table["2beg"]["method"] == "SOLUTION NMR" and np.isnan(table["2beg"]["resolution"])
+        assert table["1a8o"]["resolution"] == pytest.approx(1.70)
+    assert featurize("pdb", dest, tmp_path / "again.h5", SETTINGS, progress=False)
+    assert (tmp_path / "again.h5").read_bytes() == out.read_bytes()
+
+
+@needs_shared
+def test_snapshot_diff_reports_added_removed_revised(tmp_path, rcsb):
+    old, new = tmp_path / "old", tmp_path / "new"
+    pdb.fetch_pdb(["1A8O", "1GBT"], old, base_url=rcsb.url + "/download", progress=False)
+    rcsb.files["/download/1GBT.cif.gz"] = edited("1GBT", "2011-07-13", "2026-11-25")
+    pdb.fetch_pdb(["1GBT", "4CUP"], new, base_url=rcsb.url + "/download", progress=False)
+    featurize("pdb", old, tmp_path / "old.h5", SETTINGS, progress=False)
+    featurize("pdb", new, tmp_path / "new.h5", SETTINGS, progress=False)
+    diff = store_diff(tmp_path / "old.h5", tmp_path / "new.h5")
+    assert diff["added"] == ["4cup_A"] and diff["removed"] == ["1a8o_A"]
+    assert diff["revised_entries"] == ["1gbt"] and diff["changed"] == []
+    info = store_info(tmp_path / "new.h5")
+    assert info["chains"] == 2 and info["structures"] == 2
+
+
+@needs_shared
+def test_filters_record_their_reasons(tmp_path, rcsb):
+    dest = tmp_path / "pdb"
+    pdb.fetch_pdb(REAL, dest, base_url=rcsb.url + "/download", progress=False)
+    out = tmp_path / "f.h5"
+    featurize("pdb", dest, out, {"min_length": 32, "max_length": 256, "max_resolution": 2.5, "workers": 2}, progress=False)
+    with ProteinStore(out) as store:
+        reasons = dict(store.failures())
+        assert "resolution 2.8" in reasons["2xhe"]
+        assert "length 26" in reasons["2beg_A"] and "no chain passed" in reasons["2beg"]
+        assert set(store.ids()) == {"1a8o_A", "1gbt_A", "4cup_A"}
+
+
+def test_index_files_select_candidates(tmp_path):
+    (tmp_path / "pdb_entry_type.txt").write_text("101m\tprot\tdiffraction\n1abc\tnuc\tdiffraction\n2abc\tprot\tNMR\n3abc\tprot\tdiffraction\n4abc\tprot\tdiffraction\n")
+    (tmp_path / "resolu.idx").write_text("PDB ID LIST WITH RESOLUTIONS\n\nIDCODE\t\t;\tRESOLUTION\n------\t\t;\t----------\n101M\t;\t2.07\n1ABC\t;\t1.5\n2ABC\t;\t-1.00\n3ABC\t;\t3.9\n4ABC\t;\t1.2\n")
+    (tmp_path / "entries.idx").write_text("IDCODE\tHEADER\tACCESSION DATE\tCOMPOUND\tSOURCE\tAUTHOR LIST\tRESOLUTION\tEXPERIMENT TYPE\n------\n101M\tOXYGEN\t12/13/97\tMYOGLOBIN\tWHALE\tA\t2.07\tX-RAY\n2ABC\tX\t01/02/27\tX\tX\tX\tNOT\tNMR\n3ABC\tX\t01/02/03\tX\tX\tX\t3.9\tX-RAY\n4ABC\tX\t01/02/03\tX\tX\tX\t1.2\tX-RAY\n")
+    (tmp_path / "obsolete.dat").write_text("LIST OF OBSOLETE COORDINATE ENTRIES AND SUCCESSORS\nOBSLTE    26-SEP-06 4ABC     5ABC\n")
+    kept, dropped = pdb.select_candidates(tmp_path, max_resolution=3.0, before="2026-11-25")
+    assert kept == ["101M"]
+    assert dropped["1ABC"].startswith("entry type nuc") and "resolution 3.9" in dropped["3ABC"]
+    assert dropped["4ABC"] == "obsolete" and "not before the snapshot" in dropped["2ABC"]
+    assert pdb.read_ids_file(_write(tmp_path / "ids.txt", "1abc, 2ABC # comment\n3abc\n")) == ["1ABC", "2ABC", "3ABC"]
+    with pytest.raises(ValueError, match="not a PDB ID"):
+        pdb.normalize_ids(["12345"])
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_cluster_split_keeps_clusters_together(tmp_path):
+    chains = {f"{e}_A": f"{e}_1" for e in ["1aaa", "1bbb", "1ccc", "1ddd", "1eee", "1fff"]} | {"1aaa_B": "1aaa_2"}
+    clusters = pdb.read_clusters(_write(tmp_path / "clusters.txt", "1AAA_1 1BBB_1 1CCC_1\n1DDD_1\n1EEE_1 1AAA_2\n"))
+    parts = pdb.cluster_split(chains, clusters, [0.5, 0.25, 0.25], seed=0)
+    where = {c: p for p, cs in parts.items() for c in cs}
+    assert where["1aaa_A"] == where["1bbb_A"] == where["1ccc_A"] and where["1eee_A"] == where["1aaa_B"]
+    assert sorted(where) == sorted(chains)
+
+
+def test_demo_backbones(tmp_path):
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    featurize("demo-backbones", None, a, {"n_backbones": 30}, progress=False)
+    featurize("demo-backbones", None, b, {"n_backbones": 30}, progress=False)
+    assert a.read_bytes() == b.read_bytes()
+    with ProteinStore(a) as store:
+        assert "synthetic" in store.attrs["source"] and "not PDB data" in store.attrs["source"]
+        lengths = store.chain_lengths()
+        assert lengths.min() >= 32 and lengths.max() <= 128
+        for row in range(len(store)):
+            ca = store.chain(row)["atom_pos"][:, CA]
+            assert np.allclose(np.linalg.norm(np.diff(ca, axis=0), axis=-1), 3.8, atol=1e-4)
+            assert not clashes(ca)
+    ds = BackboneDataset(a, "random", "train", max_length=40)
+    item = ds[0]
+    assert item["pos"].shape[0] <= 40 and torch.allclose(item["pos"][item["mask"]].mean(0), torch.zeros(3), atol=1e-4)
+    batch = collate_backbones([ds[i] for i in range(4)])
+    assert batch["pos"].shape[0] == 4 and batch["mask"].shape == batch["pos"].shape[:2]
