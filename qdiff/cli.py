@@ -107,6 +107,8 @@ def _add_data_commands(sub) -> None:
     pdb.add_argument("--snapshot", help="snapshot date (YYYY-MM-DD) recorded in snapshot.json")
     pdb.add_argument("--workers", type=int, default=8, help="concurrent downloads")
     pdb.add_argument("--refresh", action="store_true", help="download again instead of reusing the cache")
+    pdb.add_argument("--clusters", nargs="?", const="default", metavar="URL",
+                     help="also fetch RCSB's 30%% sequence clusters (for cluster-aware splits)")
     f.set_defaults(func=_run_fetch)
 
     z = sub.add_parser("featurize", help="raw files -> a verified HDF5 store")
@@ -148,7 +150,7 @@ def _run_fetch(args: argparse.Namespace) -> int:
 def _run_fetch_pdb(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .data.sources.pdb import DEFAULT_BASE_URL, fetch_pdb, normalize_ids, read_ids_file, select_candidates
+    from .data.sources.pdb import CLUSTERS_URL, DEFAULT_BASE_URL, fetch_pdb, normalize_ids, read_ids_file, select_candidates
 
     ids: list[str] = []
     if args.ids:
@@ -167,7 +169,8 @@ def _run_fetch_pdb(args: argparse.Namespace) -> int:
     if not ids:
         raise ValueError("fetch pdb needs --ids, --ids-file or --index-dir")
     path = fetch_pdb(ids, dest, base_url=args.base_url or DEFAULT_BASE_URL, snapshot=args.snapshot,
-                     workers=args.workers, retries=args.retries, refresh=args.refresh)
+                     workers=args.workers, retries=args.retries, refresh=args.refresh,
+                     clusters_url=(CLUSTERS_URL if args.clusters == "default" else args.clusters))
     entries = json.loads(path.read_text())["entries"]
     errors = {k: v["error"] for k, v in entries.items() if "error" in v}
     print(f"{path}: {len(entries) - len(errors)} entries cached, {len(errors)} failed")

@@ -85,7 +85,10 @@ def biopython_chains(pid):
 @needs_shared
 def test_featurized_chains_match_an_independent_parse(tmp_path, rcsb):
     dest = tmp_path / "pdb"
-    pdb.fetch_pdb(REAL + ["7OBS", "6NOP"], dest, base_url=rcsb.url + "/download", retries=0, progress=False)
+    rcsb.files["/clusters.txt"] = b"2BEG_1\n1A8O_1 1GBT_1\n2XHE_1 2XHE_2\n"
+    pdb.fetch_pdb(REAL + ["7OBS", "6NOP"], dest, base_url=rcsb.url + "/download", retries=0, progress=False,
+                  clusters_url=rcsb.url + "/clusters.txt")
+    assert json.loads((dest / "snapshot.json").read_text())["clusters"]["sha256"]
     out = tmp_path / "pdb.h5"
     summary = featurize("pdb", dest, out, SETTINGS, progress=False)
     assert summary["structures"] == 5
@@ -111,6 +114,9 @@ def test_featurized_chains_match_an_independent_parse(tmp_path, rcsb):
         table = store.structure_table()
         assert table["2beg"]["method"] == "SOLUTION NMR" and np.isnan(table["2beg"]["resolution"])
         assert table["1a8o"]["resolution"] == pytest.approx(1.70)
+        assert store.split_names() == ["cluster"]  # the fetched cluster file is used
+        where = {ids[r]: p for p in ("train", "val", "test") for r in store.split("cluster", p)}
+        assert where["1a8o_A"] == where["1gbt_A"] and where["2xhe_A"] == where["2xhe_B"]
     assert featurize("pdb", dest, tmp_path / "again.h5", SETTINGS, progress=False)
     assert (tmp_path / "again.h5").read_bytes() == out.read_bytes()
 
@@ -135,12 +141,14 @@ def test_filters_record_their_reasons(tmp_path, rcsb):
     dest = tmp_path / "pdb"
     pdb.fetch_pdb(REAL, dest, base_url=rcsb.url + "/download", progress=False)
     out = tmp_path / "f.h5"
-    featurize("pdb", dest, out, {"min_length": 32, "max_length": 256, "max_resolution": 2.5, "workers": 2}, progress=False)
+    featurize("pdb", dest, out, {"min_length": 32, "max_length": 256, "max_resolution": 2.5, "workers": 2,
+                                 "released_before": "2014-01-01"}, progress=False)
     with ProteinStore(out) as store:
         reasons = dict(store.failures())
+        assert "released 2014-04-02" in reasons["4cup"]
         assert "resolution 2.8" in reasons["2xhe"]
         assert "length 26" in reasons["2beg_A"] and "no chain passed" in reasons["2beg"]
-        assert set(store.ids()) == {"1a8o_A", "1gbt_A", "4cup_A"}
+        assert set(store.ids()) == {"1a8o_A", "1gbt_A"}
 
 
 def test_index_files_select_candidates(tmp_path):

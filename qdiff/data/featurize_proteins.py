@@ -14,12 +14,13 @@ from .protein_store import ProteinStoreWriter
 from .residues import CA, UNKNOWN
 from .sources.backbones import generate_backbones
 from .sources.mmcif import ChainRecord, StructureRecord, parse_structure
-from .sources.pdb import SNAPSHOT_NAME, cluster_split, read_clusters
+from .sources.pdb import CLUSTERS_NAME, SNAPSHOT_NAME, cluster_split, read_clusters
 
 PDB_DEFAULTS = {
     "methods": ["X-RAY DIFFRACTION", "ELECTRON MICROSCOPY", "SOLUTION NMR"],
     "max_resolution": None, "min_length": 32, "max_length": 256, "max_unknown_fraction": 0.1,
-    "max_chains": None, "model": None, "cluster_file": None, "split": [0.8, 0.1, 0.1], "seed": 0, "workers": None,
+    "max_chains": None, "model": None, "cluster_file": None, "released_before": None, "split": [0.8, 0.1, 0.1],
+    "seed": 0, "workers": None,
 }
 BACKBONE_DEFAULTS = {"n_backbones": 300, "seed": 0, "min_length": 32, "max_length": 128, "split": [0.8, 0.1, 0.1]}
 SYNTHETIC_SOURCE = "synthetic idealized Cα backbones (qdiff demo-backbones generator; not PDB data)"
@@ -56,6 +57,8 @@ def _structure_problem(record: StructureRecord, s: dict) -> str | None:
         return f"method {record.method} not in {s['methods']}"
     if s["max_resolution"] is not None and record.method != "SOLUTION NMR" and not (record.resolution <= s["max_resolution"]):
         return f"resolution {record.resolution} Å worse than {s['max_resolution']} Å (or unknown)"
+    if s["released_before"] and record.release_date and record.release_date >= s["released_before"]:
+        return f"released {record.release_date}, not before {s['released_before']}"
     if not record.chains:
         return "no protein chain (polypeptide(L) entity)"
     if s["max_chains"] is not None and len(record.chains) > s["max_chains"]:
@@ -74,7 +77,8 @@ def featurize_pdb(raw: Path, out: Path, settings: dict, progress: bool = True) -
     ok_ids = [pid for pid in sorted(entries) if "error" not in entries[pid]]
     jobs = [(raw / "entries" / f"{pid}.cif.gz", pid, s["model"], entries[pid]["sha256"]) for pid in ok_ids]
     workers = int(s["workers"] or min(os.cpu_count() or 1, 8))
-    clusters = read_clusters(s["cluster_file"]) if s["cluster_file"] else None
+    cluster_file = s["cluster_file"] or (raw / CLUSTERS_NAME if (raw / CLUSTERS_NAME).is_file() else None)
+    clusters = read_clusters(cluster_file) if cluster_file else None
     n_structures = n_chains = 0
     chain_entities: dict[str, str] = {}
     with ProteinStoreWriter(out, dataset="pdb", source="rcsb", snapshot_date=snapshot.get("snapshot_date", ""),

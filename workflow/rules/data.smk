@@ -1,4 +1,4 @@
-# Offline molecule stores: featurize each demo set into HDF5 and summarize it.
+# Offline stores: featurize each demo set (molecules, backbones) into HDF5 and summarize it.
 
 
 rule featurize_offline:
@@ -9,7 +9,7 @@ rule featurize_offline:
     benchmark:
         "logs/benchmarks/data/{dataset}.featurize.tsv"
     wildcard_constraints:
-        dataset="demo-qm9|demo-drugs",
+        dataset="demo-qm9|demo-drugs|demo-backbones",
     conda:
         "../../envs/qdiff.yaml"
     threads: 2

@@ -19,6 +19,8 @@ from ..manifest import RemoteFile
 from .mmcif import parse_structure, read_cif, _dates, _first
 
 DEFAULT_BASE_URL = "https://files.rcsb.org/download"
+CLUSTERS_URL = "https://cdn.rcsb.org/resources/sequence/clusters/clusters-by-entity-30.txt"
+CLUSTERS_NAME = "clusters-by-entity-30.txt"
 SNAPSHOT_NAME = "snapshot.json"
 _ID = re.compile(r"^[0-9][A-Za-z0-9]{3}$")
 
@@ -72,11 +74,13 @@ def fetch_pdb(
     retries: int = 3,
     progress: bool = True,
     refresh: bool = False,
+    clusters_url: str | None = None,
 ) -> Path:
     """Download `<base_url>/<ID>.cif.gz` for each ID into `<dest>/entries/` (a cache reused across
     runs unless `refresh`), with a bounded pool of `workers`, and write `<dest>/snapshot.json`:
     snapshot date, base URL, and per entry its sha256, size, release and latest revision dates and
-    status, or the error that kept it out. Returns the manifest path."""
+    status, or the error that kept it out. With `clusters_url`, the RCSB sequence-cluster file is
+    saved as `<dest>/clusters-by-entity-30.txt` (its sha256 recorded too). Returns the manifest path."""
     dest = Path(dest)
     entries_dir = dest / "entries"
     entries_dir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +104,11 @@ def fetch_pdb(
         results = dict(progress_bar(pool.map(one, ids), total=len(ids), desc="pdb", unit="entry", enabled=progress))
     manifest = {"snapshot_date": snapshot, "base_url": base_url, "qdiff_version": __version__,
                 "entries": {pid: results[pid] for pid in ids}}
+    if clusters_url:
+        (dest / CLUSTERS_NAME).unlink(missing_ok=True)  # clusters change weekly: always fresh
+        remote = RemoteFile(name=CLUSTERS_NAME, urls=(clusters_url,), checksum_source="none; sha256 recorded in snapshot.json")
+        path = fetch_file(remote, dest, progress=progress, retries=retries, lock=False)
+        manifest["clusters"] = {"url": clusters_url, "sha256": digest(path).sha256}
     path = dest / SNAPSHOT_NAME
     atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
