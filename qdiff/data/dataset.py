@@ -13,11 +13,37 @@ import torch
 from torch.utils.data import Dataset
 
 from .molecule_store import MoleculeStore
+from .protein_store import ProteinStore
+from .residues import CA
 
 CONFORMER_CHOICES = ("weighted", "uniform", "first")
 
 
-class ConformerDataset(Dataset):
+class _StoreDataset(Dataset):
+    """Rows of one split part of a store, opened lazily per process (h5py handles do not survive
+    fork or pickling); `set_epoch` changes the per-epoch random choices deterministically."""
+
+    store_class: type = MoleculeStore
+
+    def _init_rows(self, path: str | Path, split: str | None, part: str, seed: int) -> None:
+        self.path, self.seed, self.epoch = Path(path), seed, 0
+        with self.store_class(self.path) as store:  # validate now, in the parent process
+            self.rows = store.split(split, part).astype(np.int64) if split else np.arange(len(store), dtype=np.int64)
+        self._store = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_store"] = None
+        return state
+
+
+class ConformerDataset(_StoreDataset):
     def __init__(
         self,
         path: str | Path,
@@ -28,22 +54,8 @@ class ConformerDataset(Dataset):
     ):
         if conformer not in CONFORMER_CHOICES:
             raise ValueError(f"conformer must be one of {CONFORMER_CHOICES}, got {conformer!r}")
-        self.path, self.conformer, self.seed, self.epoch = Path(path), conformer, seed, 0
-        with MoleculeStore(self.path) as store:  # validate now, in the parent process
-            self.rows = store.split(split, part).astype(np.int64) if split else np.arange(len(store), dtype=np.int64)
-        self._store: MoleculeStore | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        """Change which conformer each molecule contributes (deterministic in seed and epoch)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return int(self.rows.shape[0])
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_store"] = None
-        return state
+        self.conformer = conformer
+        self._init_rows(path, split, part, seed)
 
     @property
     def store(self) -> MoleculeStore:
@@ -109,34 +121,18 @@ def collate_molecules(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.T
     return out
 
 
-class BackboneDataset(Dataset):
+class BackboneDataset(_StoreDataset):
     """Cα backbones from a protein store: centered Cα coordinates [L, 3] of the resolved residues
     (a residue without CA is masked out), residue types, and an optional random crop to
     `max_length` (a contiguous window, drawn per epoch). Opened lazily in each worker."""
 
+    store_class = ProteinStore
+
     def __init__(self, path: str | Path, split: str | None = None, part: str = "train", max_length: int | None = None, seed: int = 0):
-        from .protein_store import ProteinStore
-
-        self.path, self.max_length, self.seed, self.epoch = Path(path), max_length, seed, 0
-        with ProteinStore(self.path) as store:
-            self.rows = store.split(split, part).astype(np.int64) if split else np.arange(len(store), dtype=np.int64)
-        self._store = None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return int(self.rows.shape[0])
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_store"] = None
-        return state
+        self.max_length = max_length
+        self._init_rows(path, split, part, seed)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        from .protein_store import ProteinStore
-        from .residues import CA
-
         if self._store is None:
             self._store = ProteinStore(self.path)
             self._pos, self._mask, self._aatype = (self._store.array(f"residues/{k}") for k in ("atom_pos", "atom_mask", "aatype"))
