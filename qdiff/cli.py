@@ -102,7 +102,9 @@ def _add_data_commands(sub) -> None:
     pdb.add_argument("--ids-file", help="file of PDB IDs (whitespace or comma separated, # comments)")
     pdb.add_argument("--index-dir", help="folder with wwPDB index files (resolu.idx, pdb_entry_type.txt, "
                      "entries.idx, obsolete.dat) to select candidates from")
-    pdb.add_argument("--max-resolution", type=float, help="with --index-dir: resolution cutoff in Å")
+    pdb.add_argument("--index-url", nargs="?", const="default", metavar="URL",
+                     help="download the wwPDB index files first (into <dest>/index) and select from them")
+    pdb.add_argument("--max-resolution", type=float, help="with --index-dir/--index-url: resolution cutoff in Å")
     pdb.add_argument("--base-url", default=None, help="entry server (default https://files.rcsb.org/download)")
     pdb.add_argument("--snapshot", help="snapshot date (YYYY-MM-DD) recorded in snapshot.json")
     pdb.add_argument("--workers", type=int, default=8, help="concurrent downloads")
@@ -150,7 +152,9 @@ def _run_fetch(args: argparse.Namespace) -> int:
 def _run_fetch_pdb(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .data.sources.pdb import CLUSTERS_URL, DEFAULT_BASE_URL, fetch_pdb, normalize_ids, read_ids_file, select_candidates
+    from .data.sources.pdb import (
+        CLUSTERS_URL, DEFAULT_BASE_URL, fetch_index_files, fetch_pdb, normalize_ids, read_ids_file, select_candidates,
+    )
 
     ids: list[str] = []
     if args.ids:
@@ -158,6 +162,8 @@ def _run_fetch_pdb(args: argparse.Namespace) -> int:
     if args.ids_file:
         ids += read_ids_file(args.ids_file)
     dest = Path(args.dest or "resources/pdb")
+    if args.index_url:
+        args.index_dir = fetch_index_files(dest, None if args.index_url == "default" else args.index_url, args.retries)
     if args.index_dir:
         kept, dropped = select_candidates(args.index_dir, max_resolution=args.max_resolution, before=args.snapshot)
         ids += kept

@@ -197,3 +197,24 @@ def test_demo_backbones(tmp_path):
     assert item["pos"].shape[0] <= 40 and torch.allclose(item["pos"][item["mask"]].mean(0), torch.zeros(3), atol=1e-4)
     batch = collate_backbones([ds[i] for i in range(4)])
     assert batch["pos"].shape[0] == 4 and batch["mask"].shape == batch["pos"].shape[:2]
+
+
+@needs_shared
+def test_cli_fetch_from_downloaded_index_files(tmp_path, rcsb):
+    import subprocess
+    import sys
+
+    rcsb.files["/idx/pdb_entry_type.txt"] = b"1a8o\tprot\tdiffraction\n1gbt\tprot\tdiffraction\n2beg\tprot\tNMR\n1abc\tnuc\tdiffraction\n"
+    rcsb.files["/idx/resolu.idx"] = b"IDCODE ; RESOLUTION\n1A8O\t;\t1.70\n1GBT\t;\t2.00\n2BEG\t;\t-1.00\n1ABC\t;\t1.0\n"
+    rcsb.files["/idx/entries.idx"] = b"IDCODE\tHEADER\tACCESSION DATE\n------\n1A8O\tX\t03/03/98\n1GBT\tX\t09/01/93\n2BEG\tX\t05/04/05\n"
+    rcsb.files["/idx/obsolete.dat"] = b"LIST OF OBSOLETE COORDINATE ENTRIES AND SUCCESSORS\n"
+    dest = tmp_path / "pdb"
+    cmd = [sys.executable, "-m", "qdiff", "fetch", "pdb", "--index-url", rcsb.url + "/idx", "--max-resolution", "1.8",
+           "--base-url", rcsb.url + "/download", "--dest", str(dest), "--snapshot", "2026-11-25"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "2 entries cached, 0 failed" in out.stdout  # 1A8O (X-ray 1.7 Å) and 2BEG (NMR, no resolution)
+    dropped = json.loads((dest / "dropped.json").read_text())
+    assert "resolution 2.0" in dropped["1GBT"] and "nuc" in dropped["1ABC"]
+    bad = subprocess.run([sys.executable, "-m", "qdiff", "fetch", "pdb", "--ids", "12345"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a PDB ID" in bad.stderr

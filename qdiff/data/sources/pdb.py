@@ -115,6 +115,22 @@ def fetch_pdb(
 
 
 # ----------------------------------------------------------------------------- index files
+INDEX_URL = "https://files.wwpdb.org/pub/pdb/derived_data/index"
+INDEX_FILES = {"resolu.idx": INDEX_URL, "pdb_entry_type.txt": "https://files.wwpdb.org/pub/pdb/derived_data",
+               "entries.idx": INDEX_URL, "obsolete.dat": "https://files.wwpdb.org/pub/pdb/data/status"}
+
+
+def fetch_index_files(dest: str | Path, base_url: str | None = None, retries: int = 3, progress: bool = True) -> Path:
+    """Download the wwPDB index files into `<dest>/index/` (fresh each time: they change weekly).
+    `base_url` serves all four from one folder (a mirror); default: their wwPDB locations."""
+    folder = Path(dest) / "index"
+    for name, default in INDEX_FILES.items():
+        (folder / name).unlink(missing_ok=True)
+        url = f"{(base_url or default).rstrip('/')}/{name}"
+        fetch_file(RemoteFile(name=name, urls=(url,), checksum_source="none; changes weekly"), folder,
+                   progress=progress, retries=retries, lock=False)
+    return folder
+
 def parse_resolu_idx(text: str) -> dict[str, float]:
     """`resolu.idx`: `IDCODE ; RESOLUTION` lines after a header; negative or missing -> NaN."""
     out = {}
