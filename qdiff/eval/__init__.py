@@ -1,0 +1,1 @@
+"""Metrics: conformer coverage/AMR (RDKit RMSD), and backbone geometry metrics."""
