@@ -1,0 +1,21 @@
+"""Networks: EGNN and e3nn (SE(3)-equivariant, molecules) and a Cα transformer (backbones)."""
+from .backbone_transformer import BackboneTransformer
+from .egnn import EGNN
+from .embeddings import sinusoidal_embedding
+from .equivariant import E3Conformer
+
+MODELS = {"egnn": EGNN, "e3nn": E3Conformer, "backbone-transformer": BackboneTransformer}
+
+
+def build_model(name: str, **kwargs):
+    """A network by name with its size settings; ValueError naming the valid names otherwise."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[name](**kwargs)
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["MODELS", "BackboneTransformer", "E3Conformer", "EGNN", "build_model", "count_parameters", "sinusoidal_embedding"]

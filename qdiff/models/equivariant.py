@@ -1,0 +1,62 @@
+"""An SE(3)-equivariant conformer network with e3nn: tensor products of node features with the
+spherical harmonics (l <= 2) of relative positions, weighted by a radial MLP of the distance and
+the bond order, gated nonlinearities, and a final l = 1 (vector) output per atom."""
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from e3nn.math import soft_one_hot_linspace
+from e3nn.nn import Gate
+from torch import Tensor, nn
+
+from .embeddings import N_BOND_CODES, AtomEncoder, dense_bond_codes
+
+
+class E3Layer(nn.Module):
+    def __init__(self, irreps_in: o3.Irreps, scalars: int, vectors: int, n_radial: int, edge_dim: int):
+        super().__init__()
+        self.sh = o3.Irreps.spherical_harmonics(2)
+        self.gate = Gate(f"{scalars}x0e", [nn.functional.silu], f"{vectors}x0e", [torch.sigmoid], f"{vectors}x1o")
+        self.tp = o3.FullyConnectedTensorProduct(irreps_in, self.sh, self.gate.irreps_in, shared_weights=False)
+        self.radial = nn.Sequential(nn.Linear(n_radial + edge_dim, 64), nn.SiLU(), nn.Linear(64, self.tp.weight_numel))
+        self.self_interaction = o3.Linear(irreps_in, self.gate.irreps_out)
+        self.irreps_out = self.gate.irreps_out
+
+    def forward(self, h: Tensor, sh: Tensor, edge_features: Tensor, pair_mask: Tensor) -> Tensor:
+        B, N, _ = h.shape
+        hj = h[:, None, :, :].expand(B, N, N, h.shape[-1])
+        messages = self.tp(hj, sh, self.radial(edge_features)) * pair_mask[..., None]
+        agg = messages.sum(2) / pair_mask.sum(-1, keepdim=True).clamp_min(1.0)
+        return self.gate(agg) + self.self_interaction(h)
+
+
+class E3Conformer(nn.Module):
+    """forward(batch, x [B, N, 3], t [B]) -> [B, N, 3]: an equivariant vector per atom (masked)."""
+
+    def __init__(self, scalars: int = 32, vectors: int = 8, layers: int = 3, n_radial: int = 16, cutoff: float = 10.0):
+        super().__init__()
+        self.encoder = AtomEncoder(scalars)
+        self.bond = nn.Embedding(N_BOND_CODES, 8)
+        self.n_radial, self.cutoff = n_radial, cutoff
+        irreps = o3.Irreps(f"{scalars}x0e")
+        blocks = []
+        for _ in range(layers):
+            block = E3Layer(irreps, scalars, vectors, n_radial, 8)
+            blocks.append(block)
+            irreps = block.irreps_out
+        self.layers = nn.ModuleList(blocks)
+        self.head = o3.Linear(irreps, "1x1o")
+
+    def forward(self, batch: dict[str, Tensor], x: Tensor, t: Tensor) -> Tensor:
+        mask = batch["mask"].to(x.dtype)
+        N = x.shape[1]
+        pair_mask = mask[:, :, None] * mask[:, None, :] * (1 - torch.eye(N, dtype=x.dtype, device=x.device))
+        rel = x[:, None, :, :] - x[:, :, None, :]  # x_j - x_i
+        dist = rel.norm(dim=-1)
+        sh = o3.spherical_harmonics(o3.Irreps.spherical_harmonics(2), rel, normalize=True, normalization="component")
+        radial = soft_one_hot_linspace(dist, 0.0, self.cutoff, self.n_radial, basis="smooth_finite", cutoff=True)
+        edge = torch.cat([radial * self.n_radial**0.5, self.bond(dense_bond_codes(batch)).to(x.dtype)], dim=-1)
+        h = self.encoder(batch, t).to(x.dtype)
+        for layer in self.layers:
+            h = layer(h, sh, edge, pair_mask)
+        return self.head(h) * mask[..., None]
