@@ -135,7 +135,9 @@ INTERPOLANTS = {
 
 def make_interpolant(name: str, **kwargs) -> Interpolant:
     """Build an interpolant by name (`linear`, `etflow`, `trigonometric`)."""
+    if name not in INTERPOLANTS:
+        raise ValueError(f"unknown interpolant {name!r}; choose one of {sorted(INTERPOLANTS)}")
     try:
         return INTERPOLANTS[name](**kwargs)
-    except KeyError:
-        raise ValueError(f"unknown interpolant {name!r}; choose one of {sorted(INTERPOLANTS)}") from None
+    except TypeError as err:
+        raise ValueError(f"interpolant {name!r}: bad settings {sorted(kwargs)} ({err})") from None

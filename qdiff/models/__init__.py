@@ -11,7 +11,10 @@ def build_model(name: str, **kwargs):
     """A network by name with its size settings; ValueError naming the valid names otherwise."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name](**kwargs)
+    try:
+        return MODELS[name](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"model {name!r}: bad settings {sorted(kwargs)} ({err})") from None
 
 
 def count_parameters(model) -> int:

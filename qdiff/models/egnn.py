@@ -26,7 +26,7 @@ class EGNNLayer(nn.Module):
         m = self.edge(torch.cat([hi, hj, d2, edge_attr], dim=-1)) * pair_mask[..., None]
         n_neighbors = pair_mask.sum(-1, keepdim=True).clamp_min(1.0)
         weight = self.coord(m) * pair_mask[..., None]
-        x = x + (diff / (d2.sqrt() + 1.0) * weight).sum(2) / n_neighbors
+        x = x + (diff / (torch.sqrt(d2 + 1e-12) + 1.0) * weight).sum(2) / n_neighbors
         h = h + self.node(torch.cat([h, m.sum(2) / n_neighbors], dim=-1))
         return h, x
 

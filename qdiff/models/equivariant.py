@@ -52,6 +52,9 @@ class E3Conformer(nn.Module):
         N = x.shape[1]
         pair_mask = mask[:, :, None] * mask[:, None, :] * (1 - torch.eye(N, dtype=x.dtype, device=x.device))
         rel = x[:, None, :, :] - x[:, :, None, :]  # x_j - x_i
+        # Self-pairs and padding pairs are masked out; give them a harmless non-zero vector so that
+        # the norm and the spherical harmonics stay finite (and so do their gradients).
+        rel = torch.where(pair_mask[..., None] > 0, rel, torch.ones_like(rel))
         dist = rel.norm(dim=-1)
         sh = o3.spherical_harmonics(o3.Irreps.spherical_harmonics(2), rel, normalize=True, normalization="component")
         radial = soft_one_hot_linspace(dist, 0.0, self.cutoff, self.n_radial, basis="smooth_finite", cutoff=True)

@@ -1,0 +1,83 @@
+"""What differs between molecules and backbones during training and sampling: the dataset, the
+collate, how the network is called, and the prior. Chosen from the store's schema."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import h5py
+import torch
+from torch import Tensor
+
+from .data.dataset import BackboneDataset, ConformerDataset, collate_backbones, collate_molecules
+from .diffusion import gaussian_prior, harmonic_prior
+from .geometry import center
+
+
+def store_schema(path) -> str:
+    with h5py.File(path, "r") as h5:
+        return str(h5.attrs.get("schema", ""))
+
+
+@dataclass
+class MoleculeTask:
+    """Conformers of molecular graphs; equivariant networks (no augmentation needed)."""
+
+    prior: str = "gaussian"
+    kind = "molecules"
+    equivariant = True
+
+    def dataset(self, store, split, part, seed):
+        return ConformerDataset(store, split, part, seed=seed)
+
+    collate = staticmethod(collate_molecules)
+
+    def clean(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return center(batch["pos"].double(), batch["mask"]).float(), batch["mask"]
+
+    def sample_prior(self, batch, x1: Tensor, generator, align: bool) -> Tensor:
+        if self.prior == "harmonic":
+            B, N = batch["mask"].shape
+            adj = torch.zeros(B, N, N)
+            idx = batch["bond_index"]
+            if idx.numel():
+                b, i, j = idx[:, 0] // N, idx[:, 0] % N, idx[:, 1] % N
+                adj[b, i, j] = 1.0
+                adj[b, j, i] = 1.0
+            return harmonic_prior(adj, batch["mask"], align_to=x1 if align else None, generator=generator)
+        return gaussian_prior(x1.shape, batch["mask"], generator=generator, dtype=x1.dtype)
+
+    def predict(self, model, batch, x: Tensor, t: Tensor, self_cond=None) -> Tensor:
+        return model(batch, x, t)
+
+
+@dataclass
+class BackboneTask:
+    """Cα backbones; a non-equivariant transformer trained with random-rotation augmentation."""
+
+    prior: str = "gaussian"
+    max_length: int | None = 256
+    kind = "backbones"
+    equivariant = False
+
+    def dataset(self, store, split, part, seed):
+        return BackboneDataset(store, split, part, max_length=self.max_length, seed=seed)
+
+    collate = staticmethod(collate_backbones)
+
+    def clean(self, batch):
+        return batch["pos"], batch["mask"]
+
+    def sample_prior(self, batch, x1, generator, align):
+        return gaussian_prior(x1.shape, batch["mask"], generator=generator, dtype=x1.dtype)
+
+    def predict(self, model, batch, x, t, self_cond=None):
+        return model(x, t, batch["mask"], self_cond)
+
+
+def task_for(store, prior: str = "gaussian", max_length: int | None = 256):
+    schema = store_schema(store)
+    if schema == "qdiff.molecules":
+        return MoleculeTask(prior)
+    if schema == "qdiff.proteins":
+        return BackboneTask(prior, max_length)
+    raise ValueError(f"{store}: cannot train on a store of schema {schema!r}")

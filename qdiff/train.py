@@ -1,0 +1,285 @@
+"""`qdiff train`: config-driven, resumable training of a quotient or baseline model.
+
+Re-running the same command resumes from `<run>/checkpoints/last.pt` with model, optimizer, EMA,
+scheduler, RNG and data-order state, so an interrupted-and-resumed run reproduces the
+uninterrupted one. Checkpoints are written atomically every `checkpoint_every` steps, every
+`checkpoint_minutes`, and on SIGTERM / SIGUSR1 (Slurm's pre-emption warning) before exiting with
+status 143. The finished run leaves `<run>/model.pt` (EMA weights + config) and `<run>/log.csv`.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import atomic_path, atomic_write_text
+from .diffusion import check_treatment, make_interpolant, treatment_loss
+from .geometry import apply_rotation, center, random_rotation
+from .models import build_model, count_parameters
+from .progress import progress_bar
+from .tasks import task_for
+
+DEFAULTS = {
+    "model": {"name": "egnn"},
+    "treatment": "quotient",
+    "parameterization": "velocity",
+    "interpolant": {"name": "etflow", "sigma": 0.1},
+    "prior": "gaussian",
+    "align_prior": True,
+    "split": None,
+    "batch_size": 32,
+    "steps": 1000,
+    "lr": 5e-4,
+    "weight_decay": 1e-8,
+    "betas": [0.9, 0.999],
+    "adam_eps": 1e-8,
+    "warmup_steps": 50,
+    "ema": 0.999,
+    "grad_clip": {"mode": "adaptive", "max_norm": 1.0},
+    "val_every": 200,
+    "val_batches": 4,
+    "checkpoint_every": 200,
+    "checkpoint_minutes": 30.0,
+    "t_min": 1e-4,
+    "max_length": 256,
+    "coord_scale": 1.0,
+    "seed": 0,
+}
+EXIT_PREEMPTED = 143
+
+
+def resolve_config(overrides: dict) -> dict:
+    """DEFAULTS updated by `overrides`; ValueError naming any unknown key."""
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    config = copy.deepcopy(DEFAULTS)
+    for key, value in overrides.items():
+        if isinstance(config[key], dict) and isinstance(value, dict):
+            same = value.get("name", config[key].get("name")) == config[key].get("name")
+            config[key] = {**config[key], **value} if same else dict(value)  # a new model/interpolant: its own settings
+        else:
+            config[key] = value
+    check_treatment(config["treatment"])
+    return config
+
+
+class _Preemption:
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        self.requested = True
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return (step + 1) / max(warmup, 1)
+    progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _rng_state(gen: torch.Generator, order_rng: np.random.Generator) -> dict:
+    return {"torch": gen.get_state(), "order": order_rng.bit_generator.state}
+
+
+class Trainer:
+    def __init__(self, store: str | Path, run_dir: str | Path, config: dict, progress: bool = True):
+        self.store, self.run_dir, self.config, self.progress = Path(store), Path(run_dir), config, progress
+        c = config
+        torch.manual_seed(c["seed"])
+        self.task = task_for(self.store, c["prior"], c["max_length"])
+        self.dataset = self.task.dataset(self.store, c["split"], "train", c["seed"])
+        self.val_dataset = self.task.dataset(self.store, c["split"], "val", c["seed"]) if c["split"] else None
+        self.model = build_model(c["model"]["name"], **{k: v for k, v in c["model"].items() if k != "name"})
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.interpolant = make_interpolant(c["interpolant"]["name"], **{k: v for k, v in c["interpolant"].items() if k != "name"})
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=c["lr"], betas=tuple(c["betas"]), eps=c["adam_eps"], weight_decay=c["weight_decay"])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(s, c["warmup_steps"], c["steps"]))
+        self.gen = torch.Generator().manual_seed(c["seed"])
+        self.order_rng = np.random.default_rng(c["seed"])
+        self.step, self.epoch, self.position = 0, 0, 0
+        self.order = self.order_rng.permutation(len(self.dataset))
+        self.grad_history: list[float] = []
+        self.best_val = float("inf")
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch, "position": self.position,
+            "order": torch.from_numpy(self.order.copy()), "rng": _rng_state(self.gen, self.order_rng),
+            "grad_history": list(self.grad_history), "best_val": self.best_val, "config": json.dumps(self.config),
+        }
+
+    def load(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if json.loads(state["config"]) != self.config:
+            raise ValueError(f"{path}: the checkpoint was written with a different configuration; use a new run folder")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.order = state["order"].numpy()
+        self.gen.set_state(state["rng"]["torch"])
+        self.order_rng.bit_generator.state = state["rng"]["order"]
+        self.grad_history, self.best_val = list(state["grad_history"]), state["best_val"]
+
+    def save(self, name: str = "last.pt") -> None:
+        with atomic_path(self.run_dir / "checkpoints" / name) as tmp:
+            torch.save(self.state(), tmp)
+
+    # ------------------------------------------------------------------ one step
+    def _next_indices(self) -> list[int]:
+        bs = self.config["batch_size"]
+        if self.position + bs > len(self.order):
+            self.epoch += 1
+            self.position = 0
+            self.order = self.order_rng.permutation(len(self.dataset))
+            self.dataset.set_epoch(self.epoch)
+        idx = self.order[self.position : self.position + bs]
+        self.position += bs
+        return [int(i) for i in idx]
+
+    def loss(self, model, batch) -> torch.Tensor:
+        c = self.config
+        x1, mask = self.task.clean(batch)
+        x1 = x1 * c["coord_scale"]  # e.g. 0.1 trains backbones in nm (Proteina)
+        B = x1.shape[0]
+        if not self.task.equivariant:
+            x1 = apply_rotation(random_rotation(B, self.gen), x1) * mask[..., None]
+        x0 = self.task.sample_prior(batch, x1, self.gen, c["align_prior"])
+        noise = center(torch.randn(x1.shape, generator=self.gen), mask)
+        t = c["t_min"] + (1 - 2 * c["t_min"]) * torch.rand(B, generator=self.gen)
+        x_t = self.interpolant.sample(x0, x1, noise, t) * mask[..., None]
+        prediction = self.task.predict(model, batch, x_t, t)
+        tt = t.view(-1, 1, 1)
+        if c["parameterization"] == "velocity":
+            target = self.interpolant.velocity_target(x0, x1, noise, t) * mask[..., None]
+            implied = x_t + (1 - tt) * prediction  # the clean structure a linear path would reach
+        else:
+            target, implied = x1, prediction
+        weight = None if c["parameterization"] == "velocity" else 1.0 / ((1 - t) ** 2 + 1e-2)
+        losses = treatment_loss(c["treatment"], x_t=x_t, prediction=prediction, target=target, mask=mask, weight=weight,
+                                parameterization=c["parameterization"], clean_target=x1, clean_prediction=implied)
+        return losses.mean()
+
+    def _clip(self) -> float:
+        clip = self.config["grad_clip"]
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if clip["mode"] == "none":
+            return float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
+        if clip["mode"] == "norm":
+            return float(torch.nn.utils.clip_grad_norm_(params, clip["max_norm"]))
+        # EDM / ET-Flow adaptive clipping: 1.5 x mean + 2 x std of the recent gradient norms.
+        if len(self.grad_history) >= 10:
+            h = np.asarray(self.grad_history[-50:])
+            limit = 1.5 * h.mean() + 2 * h.std()
+        else:
+            limit = float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+        self.grad_history = (self.grad_history + [min(norm, limit)])[-50:]
+        return norm
+
+    @torch.no_grad()
+    def _ema_update(self) -> None:
+        decay = self.config["ema"]
+        for e, p in zip(self.ema.parameters(), self.model.parameters()):
+            e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        if self.val_dataset is None or len(self.val_dataset) == 0:
+            return float("nan")
+        state = self.gen.get_state()
+        self.gen.manual_seed(self.config["seed"] + 1)
+        bs = self.config["batch_size"]
+        losses = []
+        for k in range(min(self.config["val_batches"], math.ceil(len(self.val_dataset) / bs))):
+            batch = self.task.collate([self.val_dataset[i] for i in range(k * bs, min((k + 1) * bs, len(self.val_dataset)))])
+            losses.append(float(self.loss(self.ema, batch)))
+        self.gen.set_state(state)
+        return float(np.mean(losses))
+
+    # ------------------------------------------------------------------ loop
+    def run(self, stop_at: int | None = None) -> Path | None:
+        """Train to `steps` (resuming if a checkpoint exists). `stop_at` ends early after saving a
+        checkpoint, as an interruption would (returns None then)."""
+        c = self.config
+        last = self.run_dir / "checkpoints" / "last.pt"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if last.is_file():
+            self.load(last)
+        else:
+            atomic_write_text(self.run_dir / "config.json", json.dumps(c, indent=2, sort_keys=True) + "\n")
+        print(f"model {c['model']['name']}: {count_parameters(self.model):,} parameters; treatment {c['treatment']}; "
+              f"{len(self.dataset)} training items; starting at step {self.step}", flush=True)
+        handler = _Preemption()
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGUSR1)}
+        log_path = self.run_dir / "log.csv"
+        new_log = not log_path.is_file() or self.step == 0
+        try:
+            with open(log_path, "w" if new_log else "a", newline="") as fh:
+                writer = csv.writer(fh)
+                if new_log:
+                    writer.writerow(["step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "val_loss"])
+                last_save = time.monotonic()
+                bar = progress_bar(total=c["steps"], initial=self.step, desc="train", unit="step", enabled=self.progress)
+                while self.step < c["steps"]:
+                    if stop_at is not None and self.step >= stop_at:
+                        self.save()
+                        return None
+                    start = time.perf_counter()
+                    batch = self.task.collate([self.dataset[i] for i in self._next_indices()])
+                    self.model.train()
+                    loss = self.loss(self.model, batch)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = self._clip()
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self._ema_update()
+                    self.step += 1
+                    loss = float(loss.detach())
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"non-finite loss at step {self.step}; last checkpoint kept in {last.parent}")
+                    rate = batch["mask"].shape[0] / (time.perf_counter() - start)
+                    val = ""
+                    if c["val_every"] and self.step % c["val_every"] == 0:
+                        val = self.validate()
+                        if val < self.best_val:
+                            self.best_val = val
+                            self.save("best.pt")
+                    writer.writerow([self.step, self.epoch, f"{loss:.6g}", f"{self.scheduler.get_last_lr()[0]:.6g}",
+                                     f"{grad_norm:.6g}", f"{rate:.1f}", val if val == "" else f"{val:.6g}"])
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}")
+                    due = self.step % c["checkpoint_every"] == 0 or time.monotonic() - last_save > 60 * c["checkpoint_minutes"]
+                    if due or handler.requested:
+                        fh.flush()
+                        self.save()
+                        last_save = time.monotonic()
+                    if handler.requested:
+                        print(f"pre-empted at step {self.step}: checkpoint saved, exiting", flush=True)
+                        raise SystemExit(EXIT_PREEMPTED)
+                bar.close()
+            self.save()
+            with atomic_path(self.run_dir / "model.pt") as tmp:
+                torch.save({"ema": self.ema.state_dict(), "config": json.dumps(c), "store": str(self.store), "step": self.step}, tmp)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        return self.run_dir / "model.pt"
+
+
+def train(store, run_dir, overrides: dict | None = None, progress: bool = True) -> Path:
+    return Trainer(store, run_dir, resolve_config(overrides or {}), progress).run()

@@ -1,0 +1,76 @@
+"""Training: a resumed run reproduces the uninterrupted one; pre-emption saves and exits;
+checkpoints load with weights_only=True; bad settings fail early."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+from qdiff.data.featurize import featurize
+from qdiff.train import EXIT_PREEMPTED, Trainer, resolve_config, train
+
+SMALL = {"batch_size": 8, "split": "random", "val_every": 5, "checkpoint_every": 1000, "model": {"name": "egnn", "hidden": 16, "layers": 2}}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("s") / "demo.h5"
+    featurize("demo-qm9", None, path, {"n_molecules": 80}, progress=False)
+    return path
+
+
+def params(run):
+    return torch.load(run / "model.pt", weights_only=True)["ema"]
+
+
+def test_resumed_run_reproduces_the_uninterrupted_one(tmp_path, store):
+    full = tmp_path / "full"
+    train(store, full, {**SMALL, "steps": 12}, progress=False)
+    # Interrupted after 7 steps (mid-epoch, after a validation), then the same command resumes.
+    cut = tmp_path / "cut"
+    assert Trainer(store, cut, resolve_config({**SMALL, "steps": 12}), progress=False).run(stop_at=7) is None
+    assert not (cut / "model.pt").exists()
+    train(store, cut, {**SMALL, "steps": 12}, progress=False)
+    a, b = params(full), params(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 12
+    rows = (cut / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,loss") and rows[-1].startswith("12,")
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, store):
+    run = tmp_path / "run"
+    code = (
+        "import sys, threading, os, signal, time\n"
+        "from qdiff.train import train\n"
+        "threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()\n"
+        f"train({str(store)!r}, {str(run)!r}, {dict(SMALL, steps=100000)!r}, progress=False)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == EXIT_PREEMPTED, out.stderr
+    assert "pre-empted" in out.stdout
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] > 0 and not (run / "model.pt").exists()
+
+
+def test_bad_settings_fail_early(tmp_path, store):
+    with pytest.raises(ValueError, match="unknown training settings"):
+        train(store, tmp_path / "x", {"stepz": 3})
+    with pytest.raises(ValueError, match="unknown treatment"):
+        train(store, tmp_path / "x", {"treatment": "kabsch"})
+    with pytest.raises(ValueError, match="bad settings"):
+        train(store, tmp_path / "x", {"model": {"name": "egnn", "width": 3}})
+    train(store, tmp_path / "y", {**SMALL, "steps": 2}, progress=False)
+    with pytest.raises(ValueError, match="different configuration"):
+        train(store, tmp_path / "y", {**SMALL, "steps": 2, "lr": 1e-3}, progress=False)
+
+
+@pytest.mark.parametrize("treatment", ["conventional", "align-geodiff", "align-af3", "quotient"])
+def test_every_treatment_trains(tmp_path, store, treatment):
+    train(store, tmp_path / treatment, {**SMALL, "steps": 3, "treatment": treatment}, progress=False)
+    assert (tmp_path / treatment / "model.pt").is_file()
+    _ = (os, signal, threading)
