@@ -88,3 +88,26 @@ def record_from_mol(
     )
     record.validate()
     return record
+
+
+_ORDER_TO_TYPE = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE, 4: Chem.BondType.AROMATIC}
+
+
+def mol_from_arrays(atoms: dict[str, np.ndarray], bond_index: np.ndarray, bond_order: np.ndarray) -> Chem.Mol:
+    """An RDKit molecule (explicit hydrogens, store atom order) rebuilt from a store's atom and
+    bond arrays: elements, formal charges, aromatic flags and bond orders."""
+    rw = Chem.RWMol()
+    for z, charge, aromatic in zip(atoms["z"], atoms["formal_charge"], atoms["aromatic"]):
+        atom = Chem.Atom(int(z))
+        atom.SetFormalCharge(int(charge))
+        atom.SetIsAromatic(bool(aromatic))
+        atom.SetNoImplicit(True)
+        rw.AddAtom(atom)
+    for (i, j), order in zip(bond_index, bond_order):
+        rw.AddBond(int(i), int(j), _ORDER_TO_TYPE.get(int(order), Chem.BondType.SINGLE))
+        if int(order) == 4:
+            rw.GetBondBetweenAtoms(int(i), int(j)).SetIsAromatic(True)
+    mol = rw.GetMol()
+    mol.UpdatePropertyCache(strict=False)
+    Chem.SanitizeMol(mol, Chem.SanitizeFlags.SANITIZE_ALL ^ Chem.SanitizeFlags.SANITIZE_KEKULIZE, catchErrors=True)
+    return mol

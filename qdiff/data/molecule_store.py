@@ -24,6 +24,7 @@ from .h5store import SPLIT_PARTS, STR_DTYPE, H5Store, Spool, StoreError, StoreWr
 from .records import ATOM_FIELDS, BOND_FIELDS, BOND_ORDERS, MoleculeRecord
 
 SCHEMA = "qdiff.molecules"
+SAMPLES_SCHEMA = "qdiff.samples.molecules"
 SCHEMA_VERSION = 1
 
 
@@ -45,9 +46,10 @@ class MoleculeStoreWriter(StoreWriter):
         raw_sha256: dict[str, str] | None = None,
         settings: dict | None = None,
         property_units: dict[str, str] | None = None,
+        schema: str = SCHEMA,
     ):
         super().__init__(path, {
-            "schema": SCHEMA,
+            "schema": schema,
             "schema_version": SCHEMA_VERSION,
             "length_unit": "angstrom",
             "dataset": dataset,
@@ -62,6 +64,7 @@ class MoleculeStoreWriter(StoreWriter):
         self.smiles: list[str] = []
         self.properties: dict[str, list[float]] = {k: [] for k in self.property_units}
         self.counts = {"atom": [0], "bond": [0], "conf": [0]}
+        self.source_rows: list[int] = []
 
     def _declare(self, spool: Spool) -> None:
         for name, dtype in ATOM_FIELDS.items():
@@ -73,8 +76,12 @@ class MoleculeStoreWriter(StoreWriter):
             spool.declare(name, dtype)
         spool.declare("positions", np.float32, (3,))
 
-    def add(self, record: MoleculeRecord) -> None:
+    def add(self, record: MoleculeRecord, source_row: int | None = None) -> None:
+        """Append one record; `source_row` links a generated molecule to its reference-store row
+        (samples stores write /molecules/source_row)."""
         record.validate()
+        if source_row is not None:
+            self.source_rows.append(int(source_row))
         if record.id in self._row_of:
             raise ValueError(f"duplicate molecule id {record.id!r}")
         row = len(self.ids)
@@ -105,6 +112,10 @@ class MoleculeStoreWriter(StoreWriter):
         mols.create_dataset("smiles", data=np.array(self.smiles, dtype=object), dtype=STR_DTYPE)
         for key, ptr in (("atom_ptr", "atom"), ("bond_ptr", "bond"), ("conf_ptr", "conf")):
             mols.create_dataset(key, data=np.asarray(self.counts[ptr], np.int64))
+        if self.source_rows:
+            if len(self.source_rows) != len(self.ids):
+                raise ValueError("give a source_row for every molecule of a samples store, or for none")
+            mols.create_dataset("source_row", data=np.asarray(self.source_rows, np.int64))
         for key, values in self.properties.items():
             mols.create_dataset(key, data=np.asarray(values, np.float64))
             mols[key].attrs["units"] = self.property_units[key]
@@ -150,7 +161,7 @@ class MoleculeStore(H5Store):
         return self.strings("molecules/id")
 
     def property_names(self) -> list[str]:
-        fixed = {"id", "smiles", "atom_ptr", "bond_ptr", "conf_ptr"}
+        fixed = {"id", "smiles", "atom_ptr", "bond_ptr", "conf_ptr", "source_row"}
         return [k for k in self.h5["molecules"] if k not in fixed]
 
     def n_atoms(self) -> np.ndarray:
