@@ -117,7 +117,7 @@ class Trainer:
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch, "position": self.position,
             "order": torch.from_numpy(self.order.copy()), "rng": _rng_state(self.gen, self.order_rng),
-            "grad_history": list(self.grad_history), "best_val": self.best_val, "config": json.dumps(self.config),
+            "grad_history": [float(g) for g in self.grad_history], "best_val": float(self.best_val), "config": json.dumps(self.config),
         }
 
     def load(self, path: Path) -> None:
@@ -183,11 +183,11 @@ class Trainer:
         # EDM / ET-Flow adaptive clipping: 1.5 x mean + 2 x std of the recent gradient norms.
         if len(self.grad_history) >= 10:
             h = np.asarray(self.grad_history[-50:])
-            limit = 1.5 * h.mean() + 2 * h.std()
+            limit = float(1.5 * h.mean() + 2 * h.std())
         else:
             limit = float("inf")
         norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
-        self.grad_history = (self.grad_history + [min(norm, limit)])[-50:]
+        self.grad_history = (self.grad_history + [float(min(norm, limit))])[-50:]
         return norm
 
     @torch.no_grad()
