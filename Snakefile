@@ -13,6 +13,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
 
 
 rule all:
@@ -20,3 +21,4 @@ rule all:
     input:
         toy_summary_outputs(),
         data_outputs(),
+        report_outputs(),

@@ -258,6 +258,12 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--timeout", type=float, default=120.0, help="seconds per molecule")
     e.set_defaults(func=_run_evaluate)
 
+    r = sub.add_parser("report", help="tables and plots of the metrics of all runs")
+    r.add_argument("--metrics", nargs="+", required=True, help="JSON files written by `qdiff evaluate`")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--convention", choices=("zero", "skip"), default="zero")
+    r.set_defaults(func=_run_report)
+
 
 def _settings_from(args: argparse.Namespace, section: str) -> dict:
     import yaml
@@ -306,6 +312,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     m = result["metrics"]["zero"]
     print(f"{args.out}: {m['n_molecules']} molecules ({m['n_failed']} failed) at {result['threshold']} Å: "
           f"COV-R {100 * m['cov_r_mean']:.1f}% AMR-R {m['amr_r_mean']:.3f} Å, COV-P {100 * m['cov_p_mean']:.1f}% AMR-P {m['amr_p_mean']:.3f} Å")
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    summary = write_report(args.metrics, args.out, args.convention)
+    print(f"{args.out}: {len(summary)} rows (summary.csv, summary.md, summary.json, metrics.png, report.html)")
     return 0
 
 

@@ -192,7 +192,9 @@ class Trainer:
 
     @torch.no_grad()
     def _ema_update(self) -> None:
-        decay = self.config["ema"]
+        """EMA with the usual warm-up, decay = min(ema, (1 + step) / (10 + step)), so short runs
+        do not sample from weights still dominated by the initialization."""
+        decay = min(self.config["ema"], (1 + self.step) / (10 + self.step))
         for e, p in zip(self.ema.parameters(), self.model.parameters()):
             e.mul_(decay).add_(p.detach(), alpha=1 - decay)
 

@@ -102,7 +102,10 @@ def test_bad_config_fails_before_any_job_with_its_name(tmp_path):
 
 TINY = {
     "study": "demo",
-    "data": {"datasets": ["demo-qm9"], "featurize": {"demo-qm9": {"n_molecules": 20, "seed": 0}}},
+    "data": {"datasets": ["demo-qm9"], "featurize": {"demo-qm9": {"n_molecules": 40, "seed": 0}}},
+    "models": {"datasets": ["demo-qm9"], "treatments": ["quotient"], "seeds": [0],
+               "train": {"steps": 4, "batch_size": 8, "split": "random", "model": {"name": "egnn", "hidden": 16, "layers": 2}},
+               "sample": {"steps": 4, "max_molecules": 2}},
     "toy": {
         "targets": ["gaussian", "shape"], "treatments": ["conventional", "quotient"],
         "samplers": ["ode", "sde"], "curvature_ablation": ["plus"], "seeds": [0],
@@ -136,7 +139,9 @@ def test_workflow_and_dvc_end_to_end(tmp_path):
     assert (work / "results" / "toy" / "z_scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((work / "results").rglob("*.tmp"))
     info = json.loads((work / "results" / "data" / "demo-qm9.info.json").read_text())
-    assert info["molecules"] == 20 and info["dataset"] == "demo-qm9"
+    assert info["molecules"] == 40 and info["dataset"] == "demo-qm9"
+    assert "quotient" in (work / "results" / "report" / "summary.md").read_text()
+    assert (work / "results" / "runs" / "demo-qm9" / "quotient" / "seed0" / "checkpoints" / "last.pt").is_file()
     assert "up to date" in dvc("status").stdout
     assert "metrics.json" in dvc("metrics", "show").stdout
     dry = _snakemake("-n", cwd=work)

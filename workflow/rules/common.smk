@@ -44,3 +44,51 @@ def data_outputs():
         dataset=config["data"]["datasets"],
         ext=["h5", "info.json"],
     )
+
+
+def train_settings(wildcards):
+    """`--set KEY=VALUE` flags (values as JSON, which YAML reads) for `qdiff train`."""
+    import json
+
+    settings = config["models"].get("train", {})
+    return " ".join(
+        f"--set {key}='{json.dumps(value)}'" for key, value in sorted(settings.items())
+    )
+
+
+def sample_flags(wildcards):
+    s = config["models"].get("sample", {})
+    flags = {
+        "sampler": "--sampler",
+        "steps": "--steps",
+        "max_molecules": "--max-molecules",
+        "multiplier": "--multiplier",
+    }
+    return " ".join(f"{flag} {s[key]}" for key, flag in flags.items() if key in s)
+
+
+def metrics_files():
+    m = config.get("models")
+    if not m:
+        return []
+    return expand(
+        "results/runs/{dataset}/{treatment}/seed{seed}/metrics.json",
+        dataset=m["datasets"],
+        treatment=m["treatments"],
+        seed=m["seeds"],
+    )
+
+
+def report_outputs():
+    if not metrics_files():
+        return []
+    return expand(
+        "results/report/{name}",
+        name=[
+            "summary.csv",
+            "summary.md",
+            "summary.json",
+            "metrics.png",
+            "report.html",
+        ],
+    )

@@ -1,0 +1,93 @@
+# Train -> sample -> evaluate for every (dataset, treatment, seed), then the report.
+# Training resumes from its checkpoint folder on retry (checkpoints are not declared outputs).
+
+
+rule train_model:
+    input:
+        "results/data/{dataset}.h5",
+    output:
+        "results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
+    log:
+        "logs/runs/{dataset}/{treatment}/seed{seed}/train.log",
+    benchmark:
+        "logs/benchmarks/runs/{dataset}/{treatment}/seed{seed}/train.tsv"
+    wildcard_constraints:
+        seed=r"\d+",
+    retries: 1
+    conda:
+        "../../envs/qdiff.yaml"
+    threads: 1
+    resources:
+        runtime=60,
+        mem_mb=4000,
+        gpu=0,
+    params:
+        run=subpath(output[0], parent=True),
+        settings=train_settings,
+    shell:
+        "qdiff train --store {input} --out {params.run} --treatment {wildcards.treatment}"
+        " --seed {wildcards.seed} {params.settings} > {log} 2>&1"
+
+
+rule sample_model:
+    input:
+        "results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
+    output:
+        "results/runs/{dataset}/{treatment}/seed{seed}/samples.h5",
+    log:
+        "logs/runs/{dataset}/{treatment}/seed{seed}/sample.log",
+    conda:
+        "../../envs/qdiff.yaml"
+    threads: 1
+    resources:
+        runtime=30,
+        mem_mb=4000,
+    params:
+        run=subpath(input[0], parent=True),
+        flags=sample_flags,
+    shell:
+        "qdiff sample --run {params.run} --out {output} --seed {wildcards.seed} {params.flags} > {log} 2>&1"
+
+
+rule evaluate_model:
+    input:
+        samples="results/runs/{dataset}/{treatment}/seed{seed}/samples.h5",
+        reference="results/data/{dataset}.h5",
+    output:
+        "results/runs/{dataset}/{treatment}/seed{seed}/metrics.json",
+    log:
+        "logs/runs/{dataset}/{treatment}/seed{seed}/evaluate.log",
+    conda:
+        "../../envs/qdiff.yaml"
+    threads: 2
+    resources:
+        runtime=30,
+        mem_mb=4000,
+    shell:
+        "qdiff evaluate --samples {input.samples} --reference {input.reference} --out {output}"
+        " --workers {threads} > {log} 2>&1"
+
+
+rule report:
+    input:
+        metrics_files(),
+    output:
+        csv="results/report/summary.csv",
+        md=report("results/report/summary.md", category="Models"),
+        json="results/report/summary.json",
+        png=report(
+            "results/report/metrics.png",
+            caption="../report/metrics.rst",
+            category="Models",
+        ),
+        html="results/report/report.html",
+    log:
+        "logs/report.log",
+    conda:
+        "../../envs/qdiff.yaml"
+    threads: 1
+    resources:
+        runtime=5,
+        mem_mb=1000,
+    shell:
+        "qdiff report --metrics {input} --out results/report > {log} 2>&1"
