@@ -65,6 +65,10 @@ def _plot(summary: list[dict], path: Path) -> None:
             ax.bar(range(len(items)), [s[key] for s in items], yerr=[s[f"{key}_std"] for s in items], color="#4477aa")
             ax.set_xticks(range(len(items)), labels, fontsize=7)
             ax.set_title(f"{dataset}: {title}", fontsize=9)
+            if key.startswith("cov"):
+                ax.set_ylim(0, 1)
+            else:
+                ax.set_ylim(bottom=0)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
