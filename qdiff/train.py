@@ -12,6 +12,7 @@ import copy
 import csv
 import json
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -71,6 +72,21 @@ def resolve_config(overrides: dict) -> dict:
     return config
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initializes torch.distributed when launched by torchrun (WORLD_SIZE > 1),
+    with NCCL on GPUs and gloo on CPUs."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 class _Preemption:
     def __init__(self):
         self.requested = False
@@ -95,16 +111,24 @@ class Trainer:
     def __init__(self, store: str | Path, run_dir: str | Path, config: dict, progress: bool = True):
         self.store, self.run_dir, self.config, self.progress = Path(store), Path(run_dir), config, progress
         c = config
+        self.rank, self.world = _distributed()
         torch.manual_seed(c["seed"])
         self.task = task_for(self.store, c["prior"], c["max_length"])
         self.dataset = self.task.dataset(self.store, c["split"], "train", c["seed"])
         self.val_dataset = self.task.dataset(self.store, c["split"], "val", c["seed"]) if c["split"] else None
         self.model = build_model(c["model"]["name"], **{k: v for k, v in c["model"].items() if k != "name"})
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # find_unused_parameters: e.g. the last EGNN node update does not reach the vector output
+            self.net = DistributedDataParallel(self.model, find_unused_parameters=True)
+        else:
+            self.net = self.model
         self.interpolant = make_interpolant(c["interpolant"]["name"], **{k: v for k, v in c["interpolant"].items() if k != "name"})
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=c["lr"], betas=tuple(c["betas"]), eps=c["adam_eps"], weight_decay=c["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(s, c["warmup_steps"], c["steps"]))
-        self.gen = torch.Generator().manual_seed(c["seed"])
+        self.gen = torch.Generator().manual_seed(c["seed"] + 7919 * self.rank)  # own noise per rank
         self.order_rng = np.random.default_rng(c["seed"])
         self.step, self.epoch, self.position = 0, 0, 0
         self.order = self.order_rng.permutation(len(self.dataset))
@@ -117,6 +141,7 @@ class Trainer:
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch, "position": self.position,
             "order": torch.from_numpy(self.order.copy()), "rng": _rng_state(self.gen, self.order_rng),
+            "rank_rng": self._gather_rng(),
             "grad_history": [float(g) for g in self.grad_history], "best_val": float(self.best_val), "config": json.dumps(self.config),
         }
 
@@ -130,13 +155,35 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.order = state["order"].numpy()
-        self.gen.set_state(state["rng"]["torch"])
+        self.gen.set_state(state["rank_rng"][self.rank] if len(state["rank_rng"]) == self.world else state["rng"]["torch"])
         self.order_rng.bit_generator.state = state["rng"]["order"]
         self.grad_history, self.best_val = list(state["grad_history"]), state["best_val"]
 
+    def _agree(self, flag: bool) -> bool:
+        """True on every rank if it is true on any (collective decisions cannot diverge)."""
+        if self.world == 1:
+            return bool(flag)
+        import torch.distributed as dist
+
+        t = torch.tensor([1 if flag else 0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def _gather_rng(self) -> list:
+        if self.world == 1:
+            return [self.gen.get_state()]
+        import torch.distributed as dist
+
+        states = [None] * self.world
+        dist.all_gather_object(states, self.gen.get_state())
+        return states
+
     def save(self, name: str = "last.pt") -> None:
-        with atomic_path(self.run_dir / "checkpoints" / name) as tmp:
-            torch.save(self.state(), tmp)
+        """Every rank takes part (the RNG states are gathered); rank 0 writes."""
+        state = self.state()
+        if self.rank == 0:
+            with atomic_path(self.run_dir / "checkpoints" / name) as tmp:
+                torch.save(state, tmp)
 
     # ------------------------------------------------------------------ one step
     def _next_indices(self) -> list[int]:
@@ -148,7 +195,7 @@ class Trainer:
             self.dataset.set_epoch(self.epoch)
         idx = self.order[self.position : self.position + bs]
         self.position += bs
-        return [int(i) for i in idx]
+        return [int(i) for i in idx[self.rank :: self.world]]  # each rank its share of the global batch
 
     def loss(self, model, batch) -> torch.Tensor:
         c = self.config
@@ -219,23 +266,25 @@ class Trainer:
         c = self.config
         last = self.run_dir / "checkpoints" / "last.pt"
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        lead = self.rank == 0
         if last.is_file():
             self.load(last)
-        else:
+        elif lead:
             atomic_write_text(self.run_dir / "config.json", json.dumps(c, indent=2, sort_keys=True) + "\n")
-        print(f"model {c['model']['name']}: {count_parameters(self.model):,} parameters; treatment {c['treatment']}; "
-              f"{len(self.dataset)} training items; starting at step {self.step}", flush=True)
+        if lead:
+            print(f"model {c['model']['name']}: {count_parameters(self.model):,} parameters; treatment {c['treatment']}; "
+                  f"{len(self.dataset)} training items; {self.world} process(es); starting at step {self.step}", flush=True)
         handler = _Preemption()
         previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGUSR1)}
         log_path = self.run_dir / "log.csv"
         new_log = not log_path.is_file() or self.step == 0
         try:
-            with open(log_path, "w" if new_log else "a", newline="") as fh:
+            with open(log_path if lead else os.devnull, "w" if new_log else "a", newline="") as fh:
                 writer = csv.writer(fh)
                 if new_log:
                     writer.writerow(["step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "val_loss"])
                 last_save = time.monotonic()
-                bar = progress_bar(total=c["steps"], initial=self.step, desc="train", unit="step", enabled=self.progress)
+                bar = progress_bar(total=c["steps"], initial=self.step, desc="train", unit="step", enabled=self.progress and lead)
                 while self.step < c["steps"]:
                     if stop_at is not None and self.step >= stop_at:
                         self.save()
@@ -243,7 +292,7 @@ class Trainer:
                     start = time.perf_counter()
                     batch = self.task.collate([self.dataset[i] for i in self._next_indices()])
                     self.model.train()
-                    loss = self.loss(self.model, batch)
+                    loss = self.loss(self.net, batch)
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     grad_norm = self._clip()
@@ -266,17 +315,23 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}")
                     due = self.step % c["checkpoint_every"] == 0 or time.monotonic() - last_save > 60 * c["checkpoint_minutes"]
-                    if due or handler.requested:
+                    preempted = self._agree(handler.requested)  # every rank stops at the same step
+                    if self._agree(due) or preempted:
                         fh.flush()
                         self.save()
                         last_save = time.monotonic()
-                    if handler.requested:
+                    if preempted:
                         print(f"pre-empted at step {self.step}: checkpoint saved, exiting", flush=True)
                         raise SystemExit(EXIT_PREEMPTED)
                 bar.close()
             self.save()
-            with atomic_path(self.run_dir / "model.pt") as tmp:
-                torch.save({"ema": self.ema.state_dict(), "config": json.dumps(c), "store": str(self.store), "step": self.step}, tmp)
+            if lead:
+                with atomic_path(self.run_dir / "model.pt") as tmp:
+                    torch.save({"ema": self.ema.state_dict(), "config": json.dumps(c), "store": str(self.store), "step": self.step}, tmp)
+            if self.world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)

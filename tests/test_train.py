@@ -74,3 +74,25 @@ def test_every_treatment_trains(tmp_path, store, treatment):
     train(store, tmp_path / treatment, {**SMALL, "steps": 3, "treatment": treatment}, progress=False)
     assert (tmp_path / treatment / "model.pt").is_file()
     _ = (os, signal, threading)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_with_gloo_under_torchrun(tmp_path, store):
+    """torchrun --standalone --nproc_per_node 2 qdiff train: gloo on CPU, one global batch split
+    across ranks, rank 0 writes; the same command resumes."""
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    run = tmp_path / "ddp"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "qdiff", "train", "--store", str(store), "--out", str(run),
+           "--steps", "6", "--set", "batch_size=8", "--set", "split=random", "--set", "val_every=3",
+           "--set", "model={name: egnn, hidden: 16, layers: 2}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 process(es)" in out.stdout
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 6 and len(state["rank_rng"]) == 2
+    assert (run / "log.csv").read_text().splitlines()[-1].startswith("6,")
+    (run / "model.pt").unlink()  # as if killed after the last checkpoint: the same command resumes
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0 and "starting at step 6" in out.stdout, out.stderr[-3000:]
+    assert torch.load(run / "model.pt", weights_only=True)["step"] == 6
