@@ -16,8 +16,8 @@ import torch
 
 from .data.molecule_store import SAMPLES_SCHEMA, MoleculeStore, MoleculeStoreWriter
 from .data.records import MoleculeRecord
-from .diffusion import denoiser_noise_schedule, fields_from_denoiser, fields_from_velocity, make_interpolant, sample_ode, sample_sde, sampler_geometry
-from .models import build_model
+from .diffusion import denoiser_noise_schedule, fields_from_denoiser, fields_from_velocity, interpolant_from_spec, sample_ode, sample_sde, sampler_geometry
+from .models import model_from_spec
 from .progress import progress_bar
 from .tasks import task_for
 
@@ -29,7 +29,7 @@ def load_run(run_dir: str | Path):
         raise FileNotFoundError(f"{path}: no finished model; run (or resume) `qdiff train` first")
     state = torch.load(path, map_location="cpu", weights_only=True)
     config = json.loads(state["config"])
-    model = build_model(config["model"]["name"], **{k: v for k, v in config["model"].items() if k != "name"})
+    model = model_from_spec(config["model"])
     model.load_state_dict(state["ema"])
     return model.eval(), config, Path(state["store"])
 
@@ -43,7 +43,7 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
     task = task_for(store, config["prior"], config["max_length"])
     if task.kind != "molecules":
         raise ValueError("sample_molecules needs a molecule store")
-    interpolant = make_interpolant(config["interpolant"]["name"], **{k: v for k, v in config["interpolant"].items() if k != "name"})
+    interpolant = interpolant_from_spec(config["interpolant"])
     if sampler == "sde" and (config["parameterization"] != "denoiser" or config["prior"] != "gaussian"):
         raise ValueError("SDE sampling needs a denoiser-parameterized model with a Gaussian prior; use --sampler ode")
     geometry = sampler_geometry(config["treatment"])

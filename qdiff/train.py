@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path, atomic_write_text
-from .diffusion import check_treatment, make_interpolant, treatment_loss
+from .diffusion import check_treatment, interpolant_from_spec, treatment_loss
 from .geometry import apply_rotation, center, random_rotation
-from .models import build_model, count_parameters
+from .models import count_parameters, model_from_spec
 from .progress import progress_bar
 from .tasks import task_for
 
@@ -116,7 +116,7 @@ class Trainer:
         self.task = task_for(self.store, c["prior"], c["max_length"])
         self.dataset = self.task.dataset(self.store, c["split"], "train", c["seed"])
         self.val_dataset = self.task.dataset(self.store, c["split"], "val", c["seed"]) if c["split"] else None
-        self.model = build_model(c["model"]["name"], **{k: v for k, v in c["model"].items() if k != "name"})
+        self.model = model_from_spec(c["model"])
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -125,7 +125,7 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, find_unused_parameters=True)
         else:
             self.net = self.model
-        self.interpolant = make_interpolant(c["interpolant"]["name"], **{k: v for k, v in c["interpolant"].items() if k != "name"})
+        self.interpolant = interpolant_from_spec(c["interpolant"])
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=c["lr"], betas=tuple(c["betas"]), eps=c["adam_eps"], weight_decay=c["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(s, c["warmup_steps"], c["steps"]))
         self.gen = torch.Generator().manual_seed(c["seed"] + 7919 * self.rank)  # own noise per rank

@@ -92,6 +92,20 @@ def verify(path: Path, remote: RemoteFile, dest: Path | None = None) -> FileDige
     return d
 
 
+def lock_on_first_use(path: Path, dest: Path, origin: str, d: FileDigest | None = None) -> FileDigest:
+    """Record the sha256 of a file without a published checksum in `<dest>/CHECKSUMS.lock.json`
+    the first time it is seen; afterwards raise ChecksumError if the file differs from the lock."""
+    d = d or digest(path)
+    table = _read_lock(dest)
+    locked = table.get(path.name)
+    if locked is None:
+        table[path.name] = {"sha256": d.sha256, "md5": d.md5, "size": d.size, "url": origin}
+        _write_lock(dest, table)
+    elif locked["sha256"] != d.sha256:
+        raise ChecksumError(f"{path}: sha256 {d.sha256} differs from the one locked on first use {locked['sha256']}")
+    return d
+
+
 def _looks_like_html(head: bytes) -> bool:
     return head.lstrip()[:64].lower().startswith(_HTML_MARKERS)
 
@@ -209,10 +223,7 @@ def fetch_file(
                 break
             os.replace(part, final)
             if lock and not remote.has_checksum:
-                lock_table = _read_lock(dest)
-                if remote.name not in lock_table:
-                    lock_table[remote.name] = {"sha256": d.sha256, "md5": d.md5, "size": d.size, "url": url}
-                    _write_lock(dest, lock_table)
+                lock_on_first_use(final, dest, url, d)
             return final
     raise DownloadError(f"{remote.name}: every URL failed:\n  " + "\n  ".join(attempts))
 

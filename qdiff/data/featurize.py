@@ -186,19 +186,15 @@ def featurize_demo_qm9(out: Path, settings: dict, progress: bool = True) -> dict
 
 def _split_file(raw: Path, subset: str) -> tuple[Path, str] | None:
     """The GeoMol/torsional-diffusion split.npy for a GEOM subset, locked on first use."""
-    from .download import _read_lock, _write_lock, digest
+    from .download import ChecksumError, lock_on_first_use
 
     path = raw / f"{subset}_split.npy"
     if not path.is_file():
         return None
-    d = digest(path)
-    lock = _read_lock(raw)
-    if path.name in lock and lock[path.name]["sha256"] != d.sha256:
-        raise ValueError(f"{path}: sha256 {d.sha256} differs from the one locked on first use {lock[path.name]['sha256']}")
-    if path.name not in lock:
-        lock[path.name] = {"sha256": d.sha256, "md5": d.md5, "size": d.size, "url": "placed by hand"}
-        _write_lock(raw, lock)
-    return path, d.sha256
+    try:
+        return path, lock_on_first_use(path, raw, "placed by hand").sha256
+    except ChecksumError as err:
+        raise ValueError(str(err)) from err
 
 
 def featurize_geom(dataset: str, raw: Path, out: Path, settings: dict, progress: bool = True) -> dict:

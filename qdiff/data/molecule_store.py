@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .h5store import SPLIT_PARTS, STR_DTYPE, H5Store, Spool, StoreError, StoreWriter, id_list_sha256
+from .h5store import STR_DTYPE, H5Store, Spool, StoreError, StoreWriter  # noqa: F401 (StoreError re-exported)
 from .records import ATOM_FIELDS, BOND_FIELDS, BOND_ORDERS, MoleculeRecord
 
 SCHEMA = "qdiff.molecules"

@@ -5,6 +5,7 @@ from .interpolants import (
     Interpolant,
     LinearInterpolant,
     TrigonometricInterpolant,
+    interpolant_from_spec,
     make_interpolant,
 )
 from .priors import gaussian_prior, graph_laplacian, harmonic_prior

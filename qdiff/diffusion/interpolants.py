@@ -141,3 +141,8 @@ def make_interpolant(name: str, **kwargs) -> Interpolant:
         return INTERPOLANTS[name](**kwargs)
     except TypeError as err:
         raise ValueError(f"interpolant {name!r}: bad settings {sorted(kwargs)} ({err})") from None
+
+
+def interpolant_from_spec(spec: dict) -> Interpolant:
+    """`make_interpolant` from a config mapping {"name": ..., **settings}."""
+    return make_interpolant(spec["name"], **{k: v for k, v in spec.items() if k != "name"})

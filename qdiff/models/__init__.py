@@ -17,8 +17,13 @@ def build_model(name: str, **kwargs):
         raise ValueError(f"model {name!r}: bad settings {sorted(kwargs)} ({err})") from None
 
 
+def model_from_spec(spec: dict):
+    """`build_model` from a config mapping {"name": ..., **settings}."""
+    return build_model(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["MODELS", "BackboneTransformer", "E3Conformer", "EGNN", "build_model", "count_parameters", "sinusoidal_embedding"]
+__all__ = ["MODELS", "BackboneTransformer", "E3Conformer", "EGNN", "build_model", "count_parameters", "model_from_spec", "sinusoidal_embedding"]
