@@ -11,7 +11,7 @@ $(BIN)/qdiff: pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first: the CPU wheel; a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[workflow,dev]"
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[workflow,dev,tensorboard]"
 	touch $(BIN)/qdiff
 
 install: $(BIN)/qdiff

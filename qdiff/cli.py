@@ -238,15 +238,24 @@ def _add_model_commands(sub) -> None:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one setting (YAML value); repeatable")
     t.set_defaults(func=_run_train)
 
-    s = sub.add_parser("sample", help="generate conformers with a trained run into a samples store")
+    s = sub.add_parser("sample", help="generate conformers (molecule runs) or Cα backbones (backbone runs) into a samples store",
+                       description="Samples with the run's EMA weights and the sampler geometry of its treatment. "
+                       "Molecule runs also write SAMPLES.sdf; backbone runs a folder of Cα PDB files.")
     s.add_argument("--run", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--sampler", choices=("ode", "sde"), default="ode")
-    s.add_argument("--steps", type=_positive_int, default=50)
+    s.add_argument("--steps", type=_positive_int, help="integration steps (default: 50 molecules, 400 backbones)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--multiplier", type=_positive_int, default=2, help="samples per reference conformer (ET-Flow: 2)")
-    s.add_argument("--max-molecules", type=_positive_int)
-    s.add_argument("--noise-scale", type=float, default=1.0)
+    s.add_argument("--noise-scale", type=float, help="SDE noise scale (default: 1.0 molecules, 0.45 backbones)")
+    s.add_argument("--align-to-xt", action="store_true", help="Boltz/AF3-style: rotate the implied x̂1 onto x_t at each step")
+    s.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    s.add_argument("--multiplier", type=_positive_int, help="molecules: samples per reference conformer (ET-Flow: 2)")
+    s.add_argument("--max-molecules", type=_positive_int, help="molecules: the first N test molecules only")
+    s.add_argument("--lengths", type=lambda v: [int(x) for x in v.split(",")], help="backbones: comma-separated chain lengths "
+                   "(default: the reference test split's lengths)")
+    s.add_argument("--per-length", type=_positive_int, help="backbones: chains per length (default 1)")
+    s.add_argument("--max-chains", type=_positive_int, help="backbones: the first N reference test chains only")
+    s.add_argument("--pdb-dir", help="backbones: where to write PDB files (default: next to --out)")
     s.set_defaults(func=_run_sample)
 
     e = sub.add_parser("evaluate", help="conformer metrics (COV/AMR, both failure conventions) of a samples store")
@@ -297,11 +306,14 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    from .sample import sample_molecules
+    from .sample import sample
 
-    summary = sample_molecules(args.run, args.out, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                               multiplier=args.multiplier, max_molecules=args.max_molecules, noise_scale=args.noise_scale)
-    print(f"{args.out}: {summary['molecules']} molecules, {summary['nfe']} NFE per sample, mean path length {summary['mean_path_length']:.3f}")
+    summary = sample(args.run, args.out, sampler=args.sampler, steps=args.steps, seed=args.seed, noise_scale=args.noise_scale,
+                     align_to_xt=args.align_to_xt, device=args.device, multiplier=args.multiplier,
+                     max_molecules=args.max_molecules, lengths=args.lengths, per_length=args.per_length,
+                     max_chains=args.max_chains, pdb_dir=args.pdb_dir)
+    count = f"{summary['molecules']} molecules" if summary["kind"] == "molecules" else f"{summary['backbones']} backbones"
+    print(f"{args.out}: {count}, {summary['nfe']} NFE per sample, mean path length {summary['mean_path_length']:.3f}")
     return 0
 
 

@@ -1,29 +1,46 @@
-"""`qdiff sample`: generate conformers (or backbones) with a trained run into a samples store.
+"""`qdiff sample`: generate conformers or Cα backbones with a trained run into a samples store.
 
 Molecules: for each molecule of the run's test split (or of the whole store), `multiplier` x
-(number of reference conformers) samples (ET-Flow's protocol uses 2), written to a store of schema
-`qdiff.samples.molecules` with /molecules/source_row pointing at the reference row. The sampler's
-geometry follows the training treatment (quotient: horizontal projection and, for the SDE, the
-curvature drift with the minus sign). The SDE needs a denoiser-parameterized model.
+(number of reference conformers) samples (ET-Flow's protocol uses 2), batched over molecules, into
+a store of schema `qdiff.samples.molecules` (/molecules/source_row = the reference row) and an SDF
+file beside it (every sample with the molecule's bonds).
+
+Backbones: `per_length` chains for each length (by default the lengths of the reference test
+split, capped at the run's max_length) into a store of schema `qdiff.samples.proteins`
+(/chains/source_row = the reference chain whose length was taken, -1 for explicit lengths) and a
+folder of Cα-only PDB files.
+
+The sampler's geometry follows the training treatment (quotient: horizontal projection and, for
+the SDE, the curvature drift with the minus sign). `align_to_xt` adds the Boltz/AF3-style
+alignment at each step: the implied clean structure x̂1 is Kabsch-rotated onto x_t before the
+update (equal, up to one global rotation, to aligning x_t onto x̂1). The SDE needs a
+denoiser-parameterized model with a Gaussian prior.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
+from .atomic import atomic_path
 from .data.molecule_store import SAMPLES_SCHEMA, MoleculeStore, MoleculeStoreWriter
+from .data.protein_store import PROTEIN_SAMPLES_SCHEMA, ProteinStore, ProteinStoreWriter
 from .data.records import MoleculeRecord
-from .diffusion import denoiser_noise_schedule, fields_from_denoiser, fields_from_velocity, interpolant_from_spec, sample_ode, sample_sde, sampler_geometry
+from .data.residues import CA
+from .data.sources.mmcif import ChainRecord, StructureRecord
+from .diffusion import denoiser_noise_schedule, gaussian_prior, fields_from_denoiser, fields_from_velocity, interpolant_from_spec, sample_ode, sample_sde, sampler_geometry
+from .geometry import kabsch_align
 from .models import model_from_spec
 from .progress import progress_bar
 from .tasks import task_for
+from .train import resolve_device
 
 
-def load_run(run_dir: str | Path):
-    """(EMA model in eval mode, training config, store path) of a finished run."""
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """(EMA model in eval mode on `device`, training config, store path) of a finished run."""
     path = Path(run_dir) / "model.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no finished model; run (or resume) `qdiff train` first")
@@ -31,60 +48,261 @@ def load_run(run_dir: str | Path):
     config = json.loads(state["config"])
     model = model_from_spec(config["model"])
     model.load_state_dict(state["ema"])
-    return model.eval(), config, Path(state["store"])
+    return model.to(device).eval(), config, Path(state["store"])
+
+
+class NetworkCall:
+    """The sampler's view of a network: (x, t, mask) -> output in fp64-compatible dtype.
+
+    Holds the last implied clean structure for self-conditioning (models that take it) and, with
+    `align_to_xt`, rotates the implied x̂1 onto x_t before returning the (re-derived) output.
+    """
+
+    def __init__(self, forward: Callable, parameterization: str, self_conditioning: bool, align_to_xt: bool):
+        self.forward, self.parameterization = forward, parameterization
+        self.self_conditioning, self.align_to_xt = self_conditioning, align_to_xt
+        self.previous: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        sc = self.previous if self.self_conditioning else None
+        out = self.forward(x.float(), t.float(), sc).to(x.dtype)
+        velocity = self.parameterization == "velocity"
+        gap = (1 - t).view(-1, 1, 1).to(x.dtype)
+        clean = x + gap * out if velocity else out
+        if self.align_to_xt:
+            clean = kabsch_align(clean, x, mask)
+            out = (clean - x) / gap.clamp_min(1e-6) if velocity else clean
+        self.previous = clean.float().detach()
+        return out
+
+
+def _run_sampler(call: NetworkCall, config: dict, x0: torch.Tensor, mask: torch.Tensor, *, sampler: str, steps: int,
+                 noise_scale: float, generator: torch.Generator):
+    interpolant = interpolant_from_spec(config["interpolant"])
+    geometry = sampler_geometry(config["treatment"])
+    fields = fields_from_denoiser(call, interpolant) if config["parameterization"] == "denoiser" else fields_from_velocity(call)
+    if sampler == "ode":
+        return sample_ode(fields, x0, steps=steps, mask=mask, geometry=geometry)
+    return sample_sde(fields, x0, steps=steps, mask=mask, geometry=geometry,
+                      eta=denoiser_noise_schedule(interpolant, noise_scale), generator=generator)
+
+
+def _check_sampler(config: dict, sampler: str) -> None:
+    if sampler not in ("ode", "sde"):
+        raise ValueError(f"sampler {sampler!r}: choose ode or sde")
+    if sampler == "sde" and (config["parameterization"] != "denoiser" or config["prior"] != "gaussian"):
+        raise ValueError("SDE sampling needs a denoiser-parameterized model with a Gaussian prior; use --sampler ode")
+
+
+def _settings(run_dir, config, **kw) -> dict:
+    return {"run": str(run_dir), "treatment": config["treatment"], "geometry": sampler_geometry(config["treatment"]), **kw}
+
+
+def write_sdf(records: list[MoleculeRecord], path: str | Path) -> int:
+    """Every conformer of `records` as an SDF entry (the molecule's bonds, name = id, property
+    `sample` = index); written atomically. Returns the number of entries."""
+    from rdkit import Chem
+    from rdkit.Geometry import Point3D
+
+    from .data.chem import mol_from_arrays
+
+    count = 0
+    with atomic_path(path) as tmp:
+        writer = Chem.SDWriter(str(tmp))
+        for record in records:
+            mol = mol_from_arrays(record.atoms, record.bond_index, record.bonds["order"])
+            mol.SetProp("_Name", record.id)
+            for k, positions in enumerate(record.positions):
+                conf = Chem.Conformer(mol.GetNumAtoms())
+                for i, (x, y, z) in enumerate(positions.astype(float)):
+                    conf.SetAtomPosition(i, Point3D(x, y, z))
+                mol.RemoveAllConformers()
+                mol.AddConformer(conf, assignId=True)
+                mol.SetIntProp("sample", k)
+                writer.write(mol)
+                count += 1
+        writer.close()
+    return count
 
 
 @torch.no_grad()
 def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, seed: int = 0, multiplier: int = 2,
                      max_molecules: int | None = None, noise_scale: float = 1.0, store: str | Path | None = None,
+                     batch_samples: int = 512, align_to_xt: bool = False, device: str = "auto", sdf: bool = True,
                      progress: bool = True) -> dict:
-    model, config, trained_on = load_run(run_dir)
+    """Conformers for the test molecules; molecules are packed into batches of <= batch_samples
+    clouds (a molecule needing more gets a batch of its own)."""
+    device = resolve_device(device)
+    model, config, trained_on = load_run(run_dir, device)
+    _check_sampler(config, sampler)
     store = Path(store) if store else trained_on
     task = task_for(store, config["prior"], config["max_length"])
     if task.kind != "molecules":
-        raise ValueError("sample_molecules needs a molecule store")
-    interpolant = interpolant_from_spec(config["interpolant"])
-    if sampler == "sde" and (config["parameterization"] != "denoiser" or config["prior"] != "gaussian"):
-        raise ValueError("SDE sampling needs a denoiser-parameterized model with a Gaussian prior; use --sampler ode")
-    geometry = sampler_geometry(config["treatment"])
+        raise ValueError(f"{store}: not a molecule store; backbone runs sample with sample_backbones")
     gen = torch.Generator().manual_seed(seed)
     dataset = task.dataset(store, config["split"], "test", seed) if config["split"] else task.dataset(store, None, "train", seed)
     rows = dataset.rows[:max_molecules] if max_molecules else dataset.rows
     scale = config.get("coord_scale", 1.0)
-    nfe_total, path_lengths = 0, []
+    nfe, path_lengths, records = 0, [], []
+    settings = _settings(run_dir, config, sampler=sampler, steps=steps, seed=seed, multiplier=multiplier,
+                         noise_scale=noise_scale, align_to_xt=align_to_xt)
     with MoleculeStore(store) as ref, MoleculeStoreWriter(
-        out, dataset=ref.attrs["dataset"], source=f"qdiff sample of {Path(run_dir).name}", schema=SAMPLES_SCHEMA,
-        settings={"run": str(run_dir), "sampler": sampler, "steps": steps, "seed": seed, "multiplier": multiplier,
-                  "treatment": config["treatment"], "geometry": geometry, "noise_scale": noise_scale},
+        out, dataset=ref.attrs["dataset"], source=f"qdiff sample of {Path(run_dir).name}", schema=SAMPLES_SCHEMA, settings=settings,
     ) as writer:
-        for k in progress_bar(range(len(rows)), desc="sample", unit="mol", enabled=progress):
-            row = int(rows[k])
-            mol = ref.molecule(row)
-            n = multiplier * mol["positions"].shape[0]
-            item = dataset[k]
-            batch = task.collate([item] * n)
-
-            def net(x, t, mask):
-                return model(batch, x.float(), t.float()).to(x.dtype)
-
-            x1_shape = batch["pos"].shape
-            x0 = task.sample_prior(batch, torch.zeros(x1_shape), gen, align=False)
-            if config["parameterization"] == "denoiser":
-                fields = fields_from_denoiser(net, interpolant)
-            else:
-                fields = fields_from_velocity(net)
-            if sampler == "ode":
-                result = sample_ode(fields, x0, steps=steps, mask=batch["mask"], geometry=geometry)
-            else:
-                result = sample_sde(fields, x0, steps=steps, mask=batch["mask"], geometry=geometry,
-                                    eta=denoiser_noise_schedule(interpolant, noise_scale), generator=gen)
-            nfe_total += result.nfe
+        counts = [multiplier * int(ref.conf_ptr[int(r) + 1] - ref.conf_ptr[int(r)]) for r in rows]
+        bar = progress_bar(total=len(rows), desc="sample", unit="mol", enabled=progress)
+        k = 0
+        while k < len(rows):
+            group = [k]
+            while group[-1] + 1 < len(rows) and sum(counts[j] for j in group) + counts[group[-1] + 1] <= batch_samples:
+                group.append(group[-1] + 1)
+            items = [dataset[j] for j in group for _ in range(counts[j])]
+            batch = {key: v.to(device) for key, v in task.collate(items).items()}
+            call = NetworkCall(lambda x, t, sc: model(batch, x, t), config["parameterization"], False, align_to_xt)
+            x0 = torch.zeros(batch["pos"].shape, device=device)
+            start = 0
+            for j in group:  # per-molecule prior draws: the samples do not depend on the batching
+                one = {key: v.to(device) for key, v in task.collate([dataset[j]] * counts[j]).items()}
+                n_atoms = one["pos"].shape[1]
+                x0[start : start + counts[j], :n_atoms] = task.sample_prior(one, torch.zeros(one["pos"].shape, device=device), gen, align=False)
+                start += counts[j]
+            result = _run_sampler(call, config, x0, batch["mask"], sampler=sampler, steps=steps, noise_scale=noise_scale, generator=gen)
+            nfe += result.nfe * len(group)
             path_lengths += result.path_length.tolist()
-            positions = (result.x / scale).numpy().astype(np.float32)
-            record = MoleculeRecord(id=mol["id"], smiles=mol["smiles"], atoms=mol["atoms"], bond_index=mol["bond_index"],
-                                    bonds=mol["bonds"], positions=positions, weights=np.ones(n, np.float32), energies=np.full(n, np.nan))
-            writer.add(record, source_row=row)
-        writer.attrs["nfe_per_sample"] = nfe_total // max(len(rows), 1)
-        writer.attrs["mean_path_length"] = float(np.mean(path_lengths)) if path_lengths else float("nan")
+            start = 0
+            for j in group:
+                row, n = int(rows[j]), counts[j]
+                mol = ref.molecule(row)
+                n_atoms = mol["positions"].shape[1]
+                positions = (result.x[start : start + n, :n_atoms] / scale).cpu().numpy().astype(np.float32)
+                start += n
+                record = MoleculeRecord(id=mol["id"], smiles=mol["smiles"], atoms=mol["atoms"], bond_index=mol["bond_index"],
+                                        bonds=mol["bonds"], positions=positions, weights=np.ones(n, np.float32), energies=np.full(n, np.nan))
+                writer.add(record, source_row=row)
+                if sdf:
+                    records.append(record)
+            bar.update(len(group))
+            k = group[-1] + 1
+        bar.close()
+        summary = {"molecules": len(rows), "nfe": nfe // max(len(rows), 1),
+                   "mean_path_length": float(np.mean(path_lengths)) if path_lengths else float("nan")}
+        writer.attrs["nfe_per_sample"] = summary["nfe"]
+        writer.attrs["mean_path_length"] = summary["mean_path_length"]
         writer.attrs["reference_store"] = str(store)
-    return {"molecules": len(rows), "nfe": nfe_total // max(len(rows), 1), "mean_path_length": float(np.mean(path_lengths)) if path_lengths else float("nan")}
+    if sdf:
+        summary["sdf"] = str(Path(out).with_suffix(".sdf"))
+        summary["sdf_entries"] = write_sdf(records, summary["sdf"])
+    return summary
+
+
+def write_ca_pdb(ca: np.ndarray, path: str | Path, chain_id: str = "A") -> None:
+    """A Cα-only PDB file (residues UNK, numbered from 1) written with Biopython, atomically."""
+    from Bio.PDB import PDBIO
+    from Bio.PDB.StructureBuilder import StructureBuilder
+
+    builder = StructureBuilder()
+    builder.init_structure(Path(path).stem)
+    builder.init_model(0)
+    builder.init_chain(chain_id)
+    builder.init_seg("    ")
+    for i, xyz in enumerate(np.asarray(ca, dtype=np.float32), start=1):
+        builder.init_residue("UNK", " ", i, " ")
+        builder.init_atom("CA", xyz, 0.0, 1.0, " ", " CA ", element="C")
+    io = PDBIO()
+    io.set_structure(builder.get_structure())
+    with atomic_path(path) as tmp:
+        io.save(str(tmp))
+
+
+def backbone_lengths(store: str | Path, config: dict, seed: int, max_chains: int | None) -> list[tuple[int, int]]:
+    """(length, reference chain row) for the reference test split (or the whole store), lengths
+    capped at the run's max_length."""
+    task = task_for(store, config["prior"], config["max_length"])
+    dataset = task.dataset(store, config["split"], "test", seed) if config["split"] else task.dataset(store, None, "train", seed)
+    rows = dataset.rows[:max_chains] if max_chains else dataset.rows
+    with ProteinStore(store) as ref:
+        lengths = ref.chain_lengths()
+    cap = config["max_length"] or 10**9
+    return [(int(min(lengths[int(r)], cap)), int(r)) for r in rows]
+
+
+@torch.no_grad()
+def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_length: int = 1, sampler: str = "ode",
+                     steps: int = 400, seed: int = 0, noise_scale: float = 0.45, max_chains: int | None = None,
+                     batch_size: int = 64, align_to_xt: bool = False, device: str = "auto", pdb_dir: str | Path | None = None,
+                     store: str | Path | None = None, progress: bool = True) -> dict:
+    """`per_length` Cα chains per length; coordinates returned to Å (÷ coord_scale)."""
+    device = resolve_device(device)
+    model, config, trained_on = load_run(run_dir, device)
+    _check_sampler(config, sampler)
+    store = Path(store) if store else trained_on
+    if lengths:
+        if min(lengths) < 2:
+            raise ValueError(f"backbone lengths must be >= 2, got {min(lengths)}")
+        jobs = [(int(n), -1) for n in lengths]
+    else:
+        jobs = backbone_lengths(store, config, seed, max_chains)
+    jobs = [job for job in jobs for _ in range(per_length)]
+    gen = torch.Generator().manual_seed(seed)
+    scale = config.get("coord_scale", 1.0)
+    pdb_dir = Path(pdb_dir) if pdb_dir else Path(out).with_suffix("")
+    pdb_dir.mkdir(parents=True, exist_ok=True)
+    sc = bool(getattr(model, "self_conditioning", False))
+    settings = _settings(run_dir, config, sampler=sampler, steps=steps, seed=seed, per_length=per_length,
+                         noise_scale=noise_scale, align_to_xt=align_to_xt)
+    with ProteinStore(store) as ref:
+        dataset_name = ref.attrs["dataset"]
+    nfe, path_lengths, source_rows = 0, [], []
+    with ProteinStoreWriter(out, dataset=dataset_name, source=f"qdiff sample of {Path(run_dir).name}",
+                            settings=settings, schema=PROTEIN_SAMPLES_SCHEMA) as writer:
+        order = sorted(range(len(jobs)), key=lambda i: jobs[i][0])  # similar lengths share a batch
+        for start in progress_bar(range(0, len(order), batch_size), desc="sample", unit="batch", enabled=progress):
+            chunk = order[start : start + batch_size]
+            L = max(jobs[i][0] for i in chunk)
+            mask = torch.zeros(len(chunk), L, dtype=torch.bool, device=device)
+            for b, i in enumerate(chunk):
+                mask[b, : jobs[i][0]] = True
+            call = NetworkCall(lambda x, t, s: model(x, t, mask, s), config["parameterization"], sc, align_to_xt)
+            x0 = gaussian_prior((len(chunk), L, 3), mask, generator=gen, device=device)
+            result = _run_sampler(call, config, x0, mask, sampler=sampler, steps=steps, noise_scale=noise_scale, generator=gen)
+            nfe += result.nfe * len(chunk)
+            path_lengths += result.path_length.tolist()
+            xs = (result.x / scale).cpu().numpy().astype(np.float32)
+            for b, i in enumerate(chunk):
+                n, source_row = jobs[i]
+                name = f"sample{i:05d}_L{n}"
+                atom_pos = np.zeros((n, 37, 3), np.float32)
+                atom_pos[:, CA] = xs[b, :n]
+                atom_mask = np.zeros((n, 37), bool)
+                atom_mask[:, CA] = True
+                chain = ChainRecord(id=f"{name}_A", entity="1", aatype=np.full(n, 20, np.uint8), resnum=np.arange(1, n + 1, dtype=np.int32),
+                                    icode=np.full(n, b" ", "S1"), atom_pos=atom_pos, atom_mask=atom_mask,
+                                    b_factor=np.zeros((n, 37), np.float16), break_before=np.zeros(n, bool))
+                writer.add(StructureRecord(name, "generated", float("nan"), "", "", "", "", [chain]), source_row=source_row)
+                source_rows.append(source_row)
+                write_ca_pdb(xs[b, :n], pdb_dir / f"{name}.pdb")
+        summary = {"backbones": len(jobs), "nfe": nfe // max(len(jobs), 1), "pdb_dir": str(pdb_dir),
+                   "mean_path_length": float(np.mean(path_lengths)) if path_lengths else float("nan")}
+        writer.attrs["nfe_per_sample"] = summary["nfe"]
+        writer.attrs["mean_path_length"] = summary["mean_path_length"]
+        writer.attrs["reference_store"] = str(store)
+    return summary
+
+
+def sample(run_dir, out, **options) -> dict:
+    """Dispatch on the run's store: molecules -> sample_molecules, proteins -> sample_backbones.
+    Options that do not apply to the run's kind are ignored when None."""
+    _, config, trained_on = load_run(run_dir)
+    kind = task_for(options.get("store") or trained_on, config["prior"], config["max_length"]).kind
+    keep = {
+        "molecules": {"sampler", "steps", "seed", "multiplier", "max_molecules", "noise_scale", "store", "batch_samples",
+                      "align_to_xt", "device", "sdf", "progress"},
+        "backbones": {"lengths", "per_length", "sampler", "steps", "seed", "noise_scale", "max_chains", "batch_size",
+                      "align_to_xt", "device", "pdb_dir", "store", "progress"},
+    }[kind]
+    ignored = sorted(k for k, v in options.items() if k not in keep and v is not None)
+    if ignored:
+        raise ValueError(f"options {ignored} do not apply to a {kind} run")
+    options = {k: v for k, v in options.items() if k in keep and v is not None}
+    fn = sample_molecules if kind == "molecules" else sample_backbones
+    return {"kind": kind, **fn(run_dir, out, **options)}

@@ -37,7 +37,7 @@ class MoleculeTask:
     def sample_prior(self, batch, x1: Tensor, generator, align: bool) -> Tensor:
         if self.prior == "harmonic":
             B, N = batch["mask"].shape
-            adj = torch.zeros(B, N, N)
+            adj = torch.zeros(B, N, N, device=batch["mask"].device)
             idx = batch["bond_index"]
             if idx.numel():
                 b, i, j = idx[:, 0] // N, idx[:, 0] % N, idx[:, 1] % N

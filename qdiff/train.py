@@ -8,6 +8,7 @@ status 143. The finished run leaves `<run>/model.pt` (EMA weights + config) and 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -51,8 +52,15 @@ DEFAULTS = {
     "t_min": 1e-4,
     "max_length": 256,
     "coord_scale": 1.0,
+    "self_condition": 0.5,
+    "precision": "fp32",
+    "device": "auto",
+    "tensorboard": False,
     "seed": 0,
 }
+# Settings that change how a run executes, not what it computes: a run may resume with others.
+RUNTIME_KEYS = ("device", "tensorboard", "checkpoint_every", "checkpoint_minutes", "val_every")
+PRECISIONS = ("fp32", "bf16")
 EXIT_PREEMPTED = 143
 
 
@@ -69,22 +77,51 @@ def resolve_config(overrides: dict) -> dict:
         else:
             config[key] = value
     check_treatment(config["treatment"])
+    if config["precision"] not in PRECISIONS:
+        raise ValueError(f"precision {config['precision']!r}: choose one of {PRECISIONS}")
+    if not 0.0 <= float(config["self_condition"]) <= 1.0:
+        raise ValueError(f"self_condition {config['self_condition']!r}: a probability in [0, 1]")
     return config
 
 
-def _distributed() -> tuple[int, int]:
+def science_settings(config: dict) -> dict:
+    """The configuration without RUNTIME_KEYS: what a checkpoint must agree with to resume."""
+    return {k: v for k, v in config.items() if k not in RUNTIME_KEYS}
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; under torchrun each rank takes cuda:LOCAL_RANK."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(spec)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} requested but CUDA is not available")
+    return device
+
+
+def _distributed(device: torch.device) -> tuple[int, int]:
     """(rank, world size); initializes torch.distributed when launched by torchrun (WORLD_SIZE > 1),
     with NCCL on GPUs and gloo on CPUs."""
-    import os
-
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def _tensorboard(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise RuntimeError("tensorboard: true needs the `tensorboard` package (pip install tensorboard)") from err
+    return SummaryWriter(str(path))
 
 
 class _Preemption:
@@ -111,18 +148,21 @@ class Trainer:
     def __init__(self, store: str | Path, run_dir: str | Path, config: dict, progress: bool = True):
         self.store, self.run_dir, self.config, self.progress = Path(store), Path(run_dir), config, progress
         c = config
-        self.rank, self.world = _distributed()
+        self.device = resolve_device(c["device"])
+        self.rank, self.world = _distributed(self.device)
         torch.manual_seed(c["seed"])
         self.task = task_for(self.store, c["prior"], c["max_length"])
         self.dataset = self.task.dataset(self.store, c["split"], "train", c["seed"])
         self.val_dataset = self.task.dataset(self.store, c["split"], "val", c["seed"]) if c["split"] else None
-        self.model = model_from_spec(c["model"])
+        self.model = model_from_spec(c["model"]).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.self_conditioning = bool(getattr(self.model, "self_conditioning", False))
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             # find_unused_parameters: e.g. the last EGNN node update does not reach the vector output
-            self.net = DistributedDataParallel(self.model, find_unused_parameters=True)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
         else:
             self.net = self.model
         self.interpolant = interpolant_from_spec(c["interpolant"])
@@ -146,16 +186,17 @@ class Trainer:
         }
 
     def load(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if json.loads(state["config"]) != self.config:
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if science_settings(json.loads(state["config"])) != science_settings(self.config):
             raise ValueError(f"{path}: the checkpoint was written with a different configuration; use a new run folder")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
-        self.order = state["order"].numpy()
-        self.gen.set_state(state["rank_rng"][self.rank] if len(state["rank_rng"]) == self.world else state["rng"]["torch"])
+        self.order = state["order"].cpu().numpy()
+        rng = state["rank_rng"][self.rank] if len(state["rank_rng"]) == self.world else state["rng"]["torch"]
+        self.gen.set_state(rng.cpu())
         self.order_rng.bit_generator.state = state["rng"]["order"]
         self.grad_history, self.best_val = list(state["grad_history"]), state["best_val"]
 
@@ -165,7 +206,7 @@ class Trainer:
             return bool(flag)
         import torch.distributed as dist
 
-        t = torch.tensor([1 if flag else 0])
+        t = torch.tensor([1 if flag else 0], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
@@ -197,28 +238,54 @@ class Trainer:
         self.position += bs
         return [int(i) for i in idx[self.rank :: self.world]]  # each rank its share of the global batch
 
+    def autocast(self):
+        """bf16 autocast around the network only; the quotient operators and losses stay in fp32."""
+        if self.config["precision"] == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def implied_clean(self, x_t: torch.Tensor, t: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        """The clean structure a prediction implies: x̂1 = x_t + (1 - t) v (velocity) or x̂1 (denoiser)."""
+        if self.config["parameterization"] == "velocity":
+            return x_t + (1 - t.view(-1, 1, 1)) * prediction
+        return prediction
+
+    def predict(self, model, batch, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network's output in fp32. With self-conditioning (models that take it), with
+        probability `self_condition` a first no-grad pass gives x̂1, fed to the second pass."""
+        self_cond = None
+        if self.self_conditioning and float(torch.rand((), generator=self.gen)) < self.config["self_condition"]:
+            with torch.no_grad(), self.autocast():
+                first = self.task.predict(model, batch, x_t, t).float()
+            self_cond = self.implied_clean(x_t, t, first).detach()
+        with self.autocast():
+            return self.task.predict(model, batch, x_t, t, self_cond).float()
+
     def loss(self, model, batch) -> torch.Tensor:
         c = self.config
         x1, mask = self.task.clean(batch)
         x1 = x1 * c["coord_scale"]  # e.g. 0.1 trains backbones in nm (Proteina)
-        B = x1.shape[0]
+        B, device = x1.shape[0], x1.device
         if not self.task.equivariant:
-            x1 = apply_rotation(random_rotation(B, self.gen), x1) * mask[..., None]
+            x1 = apply_rotation(random_rotation(B, self.gen, device=device), x1) * mask[..., None]
         x0 = self.task.sample_prior(batch, x1, self.gen, c["align_prior"])
-        noise = center(torch.randn(x1.shape, generator=self.gen), mask)
-        t = c["t_min"] + (1 - 2 * c["t_min"]) * torch.rand(B, generator=self.gen)
+        noise = center(torch.randn(x1.shape, generator=self.gen).to(device), mask)
+        t = (c["t_min"] + (1 - 2 * c["t_min"]) * torch.rand(B, generator=self.gen)).to(device)
         x_t = self.interpolant.sample(x0, x1, noise, t) * mask[..., None]
-        prediction = self.task.predict(model, batch, x_t, t)
-        tt = t.view(-1, 1, 1)
+        prediction = self.predict(model, batch, x_t, t)
         if c["parameterization"] == "velocity":
             target = self.interpolant.velocity_target(x0, x1, noise, t) * mask[..., None]
-            implied = x_t + (1 - tt) * prediction  # the clean structure a linear path would reach
         else:
-            target, implied = x1, prediction
+            target = x1
+        implied = self.implied_clean(x_t, t, prediction)  # AF3's "implied x̂1" for a velocity model
         weight = None if c["parameterization"] == "velocity" else 1.0 / ((1 - t) ** 2 + 1e-2)
         losses = treatment_loss(c["treatment"], x_t=x_t, prediction=prediction, target=target, mask=mask, weight=weight,
                                 parameterization=c["parameterization"], clean_target=x1, clean_prediction=implied)
         return losses.mean()
+
+    def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        batch = self.task.collate([self.dataset[i] for i in indices])
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def _clip(self) -> float:
         clip = self.config["grad_clip"]
@@ -255,6 +322,7 @@ class Trainer:
         losses = []
         for k in range(min(self.config["val_batches"], math.ceil(len(self.val_dataset) / bs))):
             batch = self.task.collate([self.val_dataset[i] for i in range(k * bs, min((k + 1) * bs, len(self.val_dataset)))])
+            batch = {key: v.to(self.device) for key, v in batch.items()}
             losses.append(float(self.loss(self.ema, batch)))
         self.gen.set_state(state)
         return float(np.mean(losses))
@@ -276,6 +344,7 @@ class Trainer:
                   f"{len(self.dataset)} training items; {self.world} process(es); starting at step {self.step}", flush=True)
         handler = _Preemption()
         previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGUSR1)}
+        board = _tensorboard(self.run_dir / "tensorboard") if c["tensorboard"] and lead else None
         log_path = self.run_dir / "log.csv"
         new_log = not log_path.is_file() or self.step == 0
         try:
@@ -290,7 +359,7 @@ class Trainer:
                         self.save()
                         return None
                     start = time.perf_counter()
-                    batch = self.task.collate([self.dataset[i] for i in self._next_indices()])
+                    batch = self.batch(self._next_indices())
                     self.model.train()
                     loss = self.loss(self.net, batch)
                     self.optimizer.zero_grad(set_to_none=True)
@@ -312,6 +381,11 @@ class Trainer:
                             self.save("best.pt")
                     writer.writerow([self.step, self.epoch, f"{loss:.6g}", f"{self.scheduler.get_last_lr()[0]:.6g}",
                                      f"{grad_norm:.6g}", f"{rate:.1f}", val if val == "" else f"{val:.6g}"])
+                    if board is not None:
+                        for name, value in (("loss", loss), ("lr", self.scheduler.get_last_lr()[0]), ("grad_norm", grad_norm),
+                                            ("samples_per_s", rate), ("val_loss", val)):
+                            if value != "":
+                                board.add_scalar(f"train/{name}", value, self.step)
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}")
                     due = self.step % c["checkpoint_every"] == 0 or time.monotonic() - last_save > 60 * c["checkpoint_minutes"]
@@ -333,6 +407,8 @@ class Trainer:
 
                 dist.barrier()
         finally:
+            if board is not None:
+                board.close()
             for s, h in previous.items():
                 signal.signal(s, h)
         return self.run_dir / "model.pt"

@@ -44,9 +44,10 @@ def _splits(store) -> dict:
 
 def store_info(path: str | Path) -> dict:
     """Counts, split sizes, size histogram, failures by reason and provenance (either schema)."""
-    if _schema(path) == "qdiff.proteins":
-        return protein_info(path)
-    with MoleculeStore(path) as store:
+    schema = _schema(path)
+    if schema in ("qdiff.proteins", "qdiff.samples.proteins"):
+        return protein_info(path, schema)
+    with MoleculeStore(path, "qdiff.samples.molecules" if schema == "qdiff.samples.molecules" else "qdiff.molecules") as store:
         attrs = store.attrs
         n_atoms = store.n_atoms()
         hist = _histogram(n_atoms, 5)
@@ -71,10 +72,10 @@ def store_info(path: str | Path) -> dict:
         }
 
 
-def protein_info(path: str | Path) -> dict:
+def protein_info(path: str | Path, schema: str = "qdiff.proteins") -> dict:
     from .protein_store import ProteinStore
 
-    with ProteinStore(path) as store:
+    with ProteinStore(path, schema) as store:
         attrs = store.attrs
         lengths = store.chain_lengths()
         return {
@@ -121,14 +122,15 @@ def store_diff(old: str | Path, new: str | Path) -> dict:
     schema = _schema(old)
     if _schema(new) != schema:
         raise ValueError(f"cannot diff a {schema!r} store against a {_schema(new)!r} store")
-    if schema == "qdiff.proteins":
+    proteins = schema in ("qdiff.proteins", "qdiff.samples.proteins")
+    if proteins:
         from .protein_store import ProteinStore as Store
     else:
         Store = MoleculeStore
     revised = []
-    with Store(old) as a, Store(new) as b:
+    with Store(old, schema) as a, Store(new, schema) as b:
         ha, hb = a.content_hashes(), b.content_hashes()
-        if schema == "qdiff.proteins":
+        if proteins:
             ta, tb = a.structure_table(), b.structure_table()
             revised = sorted(k for k in set(ta) & set(tb) if ta[k]["revision_date"] != tb[k]["revision_date"] or ta[k]["sha256"] != tb[k]["sha256"])
         split_changes = {}

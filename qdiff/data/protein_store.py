@@ -21,6 +21,7 @@ from .residues import ATOM37
 from .sources.mmcif import StructureRecord
 
 SCHEMA = "qdiff.proteins"
+PROTEIN_SAMPLES_SCHEMA = "qdiff.samples.proteins"
 SCHEMA_VERSION = 1
 RESIDUE_FIELDS = {
     "aatype": (np.uint8, ()), "resnum": (np.int32, ()), "icode": ("S1", ()), "atom_pos": (np.float32, (37, 3)),
@@ -32,9 +33,9 @@ class ProteinStoreWriter(StoreWriter):
     """Stream structures (with their chains) into a new protein store; a context manager."""
 
     def __init__(self, path: str | Path, *, dataset: str, source: str, snapshot_date: str = "",
-                 base_url: str = "", settings: dict | None = None):
+                 base_url: str = "", settings: dict | None = None, schema: str = SCHEMA):
         super().__init__(path, {
-            "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "length_unit": "angstrom",
+            "schema": schema, "schema_version": SCHEMA_VERSION, "length_unit": "angstrom",
             "atom_layout": "atom37", "atom37_names": json.dumps(ATOM37), "dataset": dataset, "source": source,
             "snapshot_date": snapshot_date, "base_url": base_url, "settings": json.dumps(settings or {}, sort_keys=True),
         })
@@ -44,14 +45,19 @@ class ProteinStoreWriter(StoreWriter):
         self.n_breaks: list[int] = []
         self.chain_ptr = [0]
         self.residue_ptr = [0]
+        self.source_rows: list[int] = []
 
     def _declare(self, spool: Spool) -> None:
         for name, (dtype, tail) in RESIDUE_FIELDS.items():
             spool.declare(f"residues/{name}", dtype, tail)
 
-    def add(self, structure: StructureRecord) -> None:
-        """Append a structure and its (already filtered) chains; chain IDs must be unique."""
+    def add(self, structure: StructureRecord, source_row: int | None = None) -> None:
+        """Append a structure and its (already filtered) chains; chain IDs must be unique.
+        `source_row` links generated chains to a reference chain row (samples stores write
+        /chains/source_row; -1 when a sample has no reference)."""
         for chain in structure.chains:
+            if source_row is not None:
+                self.source_rows.append(int(source_row))
             if chain.id in self._row_of:
                 raise ValueError(f"duplicate chain id {chain.id!r}")
             self._row_of[chain.id] = len(self.chain_ids)
@@ -80,6 +86,10 @@ class ProteinStoreWriter(StoreWriter):
         c.create_dataset("sequence", data=strings(self.sequences), dtype=STR_DTYPE)
         c.create_dataset("n_breaks", data=np.asarray(self.n_breaks, np.int32))
         c.create_dataset("residue_ptr", data=np.asarray(self.residue_ptr, np.int64))
+        if self.source_rows:
+            if len(self.source_rows) != len(self.chain_ids):
+                raise ValueError("give a source_row for every chain of a samples store, or for none")
+            c.create_dataset("source_row", data=np.asarray(self.source_rows, np.int64))
         self._spool.copy_into(h5)
         h5["residues/atom_pos"].attrs["units"] = "angstrom"
         h5.attrs["n_structures"] = len(self.structures)
