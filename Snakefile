@@ -4,7 +4,14 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
+include: "workflow/rules/study.smk"
+
+
 configfile: "config.yaml"
+
+
+# `--config study=NAME` (other than demo) swaps in the sections of studies/NAME.yaml.
+load_study(config)
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
@@ -14,6 +21,15 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/cluster.smk"
+
+
+localrules:
+    all,
+    fetch_dataset,
+    data_info,
+    report,
+    toy_summary,
 
 
 rule all:

@@ -111,6 +111,7 @@ def _add_data_commands(sub) -> None:
     pdb.add_argument("--refresh", action="store_true", help="download again instead of reusing the cache")
     pdb.add_argument("--clusters", nargs="?", const="default", metavar="URL",
                      help="also fetch RCSB's 30%% sequence clusters (for cluster-aware splits)")
+    f.add_argument("--record", help="after a successful fetch, write a JSON record of what is in place here (a workflow's output)")
     f.set_defaults(func=_run_fetch)
 
     z = sub.add_parser("featurize", help="raw files -> a verified HDF5 store")
@@ -140,16 +141,25 @@ def _run_fetch(args: argparse.Namespace) -> int:
 
     if args.dataset in OFFLINE_DATASETS:
         print(f"{args.dataset} ships with the installed packages; nothing to fetch")
-        return 0
-    if args.dataset == "pdb":
-        return _run_fetch_pdb(args)
-    paths = fetch_dataset(args.dataset, args.source, args.dest, offline=args.offline, mirror=args.url, retries=args.retries)
+        paths = []
+    elif args.dataset == "pdb":
+        paths = [_run_fetch_pdb(args)]
+    else:
+        paths = fetch_dataset(args.dataset, args.source, args.dest, offline=args.offline, mirror=args.url, retries=args.retries)
     for path in paths:
         print(path)
+    if args.record:
+        from pathlib import Path
+
+        from .atomic import atomic_write_text
+
+        record = {"dataset": args.dataset, "source": args.source, "files": {str(p): Path(p).stat().st_size for p in paths}}
+        atomic_write_text(args.record, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return 0
 
 
-def _run_fetch_pdb(args: argparse.Namespace) -> int:
+def _run_fetch_pdb(args: argparse.Namespace):
+    """Fetch PDB entries; returns the path of the fetch summary."""
     from pathlib import Path
 
     from .data.sources.pdb import (
@@ -182,7 +192,7 @@ def _run_fetch_pdb(args: argparse.Namespace) -> int:
     print(f"{path}: {len(entries) - len(errors)} entries cached, {len(errors)} failed")
     for pid, error in sorted(errors.items()):
         print(f"  {pid}: {error}")
-    return 0
+    return path
 
 
 def _run_featurize(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from workflow_fixtures import TINY, copy_workflow, snakemake, tool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -71,12 +72,10 @@ def test_readme_quick_start_and_ci_use_the_same_commands():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "set -euo pipefail" in ci
     makefile = (ROOT / "Makefile").read_text()
-    assert makefile.index('"torch==2.13.0"') < makefile.index("-e \".[workflow,dev]\"")
+    assert makefile.index('"torch==2.13.0"') < makefile.index("-e \".[workflow,dev,tensorboard]\"")
 
 
-def _snakemake(*args, cwd=ROOT, check=True):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, env=env, capture_output=True, text=True, check=check)
+_snakemake = snakemake
 
 
 def test_snakemake_lint_and_format():
@@ -100,31 +99,11 @@ def test_bad_config_fails_before_any_job_with_its_name(tmp_path):
     assert out.returncode != 0 and "kabsch" in out.stdout + out.stderr
 
 
-TINY = {
-    "study": "demo",
-    "data": {"datasets": ["demo-qm9"], "featurize": {"demo-qm9": {"n_molecules": 40, "seed": 0}}},
-    "models": {"datasets": ["demo-qm9"], "treatments": ["quotient"], "seeds": [0],
-               "train": {"steps": 4, "batch_size": 8, "split": "random", "model": {"name": "egnn", "hidden": 16, "layers": 2}},
-               "sample": {"steps": 4, "max_molecules": 2}},
-    "toy": {
-        "targets": ["gaussian", "shape"], "treatments": ["conventional", "quotient"],
-        "samplers": ["ode", "sde"], "curvature_ablation": ["plus"], "seeds": [0],
-        "samples": 40, "steps": 8, "noise_scale": 1.0, "jitter": 0.1, "mc_draws": 4,
-    },
-}
-
-
 @pytest.mark.slow
 def test_workflow_and_dvc_end_to_end(tmp_path):
     """dvc repro -> snakemake -> qdiff toy jobs -> summary; then everything is up to date."""
-    work = tmp_path / "repo"
-    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for rel in tracked:
-        if (ROOT / rel).is_file():
-            (work / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, work / rel)
-    (work / "config.yaml").write_text(yaml.safe_dump(TINY))
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
+    work = copy_workflow(tmp_path / "repo", TINY)
+    env = tool_env()
     git = lambda *a: subprocess.run(["git", *a], cwd=work, env=env, check=True, capture_output=True)  # noqa: E731
     git("init", "-q", "-b", "main")
     git("-c", "user.email=ci@example.invalid", "-c", "user.name=ci", "add", "-A")
@@ -146,3 +125,36 @@ def test_workflow_and_dvc_end_to_end(tmp_path):
     assert "metrics.json" in dvc("metrics", "show").stdout
     dry = _snakemake("-n", cwd=work)
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+    # A colleague's round trip: push to a remote, lose outputs, cache and Snakemake's metadata,
+    # pull, mark the pulled files up to date (`snakemake --touch`): nothing is recomputed.
+    remote = tmp_path / "remote"
+    assert dvc("remote", "add", "-d", "local", str(remote)).returncode == 0
+    out = dvc("push")
+    assert out.returncode == 0, out.stdout + out.stderr
+    store = work / "results" / "data" / "demo-qm9.h5"
+    digest = store.read_bytes()
+    for path in (work / ".dvc" / "cache", work / ".snakemake", work / "results" / "runs", work / "results" / "toy" / "runs"):
+        shutil.rmtree(path)
+    store.unlink()
+    out = dvc("pull")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert store.read_bytes() == digest and (work / "results" / "runs" / "demo-qm9" / "quotient" / "seed0" / "model.pt").is_file()
+    assert _snakemake("--touch", "--cores", "1", cwd=work, check=False).returncode == 0
+    dry = _snakemake("-n", cwd=work)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout
+    assert "up to date" in dvc("status").stdout
+
+
+def test_paper_study_dag_resolves_offline():
+    """Every dataset x treatment x seed of the paper study, with torchrun for multi-GPU training."""
+    out = _snakemake("-n", "-p", "--config", "study=paper")
+    text = out.stdout + out.stderr
+    paper = yaml.safe_load((ROOT / "studies" / "paper.yaml").read_text())["models"]
+    runs = len(paper["datasets"]) * len(paper["treatments"]) * len(paper["seeds"])
+    for rule, count in (("train_model", runs), ("sample_model", runs), ("evaluate_model", runs), ("fetch_dataset", 4), ("featurize_raw", 4)):
+        assert re.search(rf"^{rule}\s+{count}$", text, re.M), (rule, text[-3000:])
+    assert "torchrun --standalone --nnodes=1 --nproc-per-node=4 -m qdiff train --store results/data/geom-drugs.h5" in text
+    assert "qdiff fetch pdb --dest resources/pdb --record resources/pdb/fetched.json" in text
+    bad = _snakemake("-n", "--config", "study=nope", check=False)
+    assert bad.returncode != 0 and "nope" in bad.stdout + bad.stderr

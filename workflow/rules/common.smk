@@ -46,25 +46,78 @@ def data_outputs():
     )
 
 
+def model_section(dataset, section):
+    """`models.<section>` with `models.per_dataset.<dataset>.<section>` on top (key by key; a
+    nested mapping such as `model` is replaced whole)."""
+    m = config["models"]
+    return {
+        **m.get(section, {}),
+        **m.get("per_dataset", {}).get(dataset, {}).get(section, {}),
+    }
+
+
 def train_settings(wildcards):
     """`--set KEY=VALUE` flags (values as JSON, which YAML reads) for `qdiff train`."""
     import json
 
-    settings = config["models"].get("train", {})
+    settings = model_section(wildcards.dataset, "train")
     return " ".join(
         f"--set {key}='{json.dumps(value)}'" for key, value in sorted(settings.items())
     )
 
 
+SAMPLE_FLAGS = {
+    "sampler": "--sampler",
+    "steps": "--steps",
+    "noise_scale": "--noise-scale",
+    "max_molecules": "--max-molecules",
+    "multiplier": "--multiplier",
+    "per_length": "--per-length",
+    "max_chains": "--max-chains",
+}
+
+
 def sample_flags(wildcards):
-    s = config["models"].get("sample", {})
-    flags = {
-        "sampler": "--sampler",
-        "steps": "--steps",
-        "max_molecules": "--max-molecules",
-        "multiplier": "--multiplier",
-    }
-    return " ".join(f"{flag} {s[key]}" for key, flag in flags.items() if key in s)
+    s = model_section(wildcards.dataset, "sample")
+    flags = [f"{flag} {s[key]}" for key, flag in SAMPLE_FLAGS.items() if key in s]
+    if "lengths" in s:
+        flags.append("--lengths " + ",".join(str(n) for n in s["lengths"]))
+    return " ".join(flags)
+
+
+def train_resource(key, default):
+    """A resource of the train rule from `models.resources` / per-dataset `resources`."""
+
+    def get(wildcards):
+        return model_section(wildcards.dataset, "resources").get(key, default)
+
+    return get
+
+
+def sample_gpus(wildcards):
+    """One GPU for sampling when the dataset trains on GPUs."""
+    return min(1, int(model_section(wildcards.dataset, "resources").get("gpus", 0)))
+
+
+def train_launcher(wildcards):
+    """`qdiff` on one device; `torchrun` with one process per GPU on one node otherwise."""
+    gpus = int(model_section(wildcards.dataset, "resources").get("gpus", 0))
+    if gpus > 1:
+        return f"torchrun --standalone --nnodes=1 --nproc-per-node={gpus} -m qdiff"
+    return "qdiff"
+
+
+def fetch_flags(wildcards):
+    """`qdiff fetch` options from `data.fetch.<dataset>` (key -> --key, true -> a bare flag)."""
+    options = config["data"].get("fetch", {}).get(wildcards.dataset, {})
+    flags = []
+    for key, value in sorted(options.items()):
+        flag = f"--{key.replace('_', '-')}"
+        if value is True:
+            flags.append(flag)
+        elif value is not False and value is not None:
+            flags.append(f"{flag} {value}")
+    return " ".join(flags)
 
 
 def metrics_files():

@@ -1,4 +1,50 @@
-# Offline stores: featurize each demo set (molecules, backbones) into HDF5 and summarize it.
+# Data: fetch raw files (internet; local rule, retried), featurize into HDF5, summarize.
+# Demo sets are built offline from installed packages and need no fetch.
+
+
+rule fetch_dataset:
+    output:
+        protected("resources/{dataset}/fetched.json"),
+    log:
+        "logs/data/{dataset}.fetch.log",
+    wildcard_constraints:
+        dataset="qm9|geom-qm9|geom-drugs|pdb",
+    retries: 3
+    conda:
+        "../../envs/qdiff.yaml"
+    threads: 1
+    resources:
+        runtime=600,
+        mem_mb=2000,
+    params:
+        dest=subpath(output[0], parent=True),
+        flags=fetch_flags,
+    shell:
+        "qdiff fetch {wildcards.dataset} --dest {params.dest} --record {output} {params.flags} > {log} 2>&1"
+
+
+rule featurize_raw:
+    input:
+        "resources/{dataset}/fetched.json",
+    output:
+        "results/data/{dataset}.h5",
+    log:
+        "logs/data/{dataset}.featurize.log",
+    benchmark:
+        "logs/benchmarks/data/{dataset}.featurize.tsv"
+    wildcard_constraints:
+        dataset="qm9|geom-qm9|geom-drugs|pdb",
+    conda:
+        "../../envs/qdiff.yaml"
+    threads: 8
+    resources:
+        runtime=720,
+        mem_mb=16000,
+    params:
+        raw=subpath(input[0], parent=True),
+        settings=featurize_settings,
+    shell:
+        "qdiff featurize {wildcards.dataset} --raw {params.raw} --out {output} {params.settings} > {log} 2>&1"
 
 
 rule featurize_offline:

@@ -18,14 +18,16 @@ rule train_model:
         "../../envs/qdiff.yaml"
     threads: 1
     resources:
-        runtime=60,
-        mem_mb=4000,
-        gpu=0,
+        runtime=train_resource("runtime", 60),
+        mem_mb=train_resource("mem_mb", 4000),
+        gpu=train_resource("gpus", 0),
+        cpus_per_gpu=train_resource("cpus_per_gpu", 0),
     params:
         run=subpath(output[0], parent=True),
+        launcher=train_launcher,
         settings=train_settings,
     shell:
-        "qdiff train --store {input} --out {params.run} --treatment {wildcards.treatment}"
+        "{params.launcher} train --store {input} --out {params.run} --treatment {wildcards.treatment}"
         " --seed {wildcards.seed} {params.settings} > {log} 2>&1"
 
 
@@ -40,8 +42,9 @@ rule sample_model:
         "../../envs/qdiff.yaml"
     threads: 1
     resources:
-        runtime=30,
+        runtime=train_resource("sample_runtime", 30),
         mem_mb=4000,
+        gpu=sample_gpus,
     params:
         run=subpath(input[0], parent=True),
         flags=sample_flags,
