@@ -53,6 +53,7 @@ DEFAULTS = {
     "max_length": 256,
     "coord_scale": 1.0,
     "self_condition": 0.5,
+    "rotation_augmentation": True,
     "precision": "fp32",
     "device": "auto",
     "tensorboard": False,
@@ -266,7 +267,7 @@ class Trainer:
         x1, mask = self.task.clean(batch)
         x1 = x1 * c["coord_scale"]  # e.g. 0.1 trains backbones in nm (Proteina)
         B, device = x1.shape[0], x1.device
-        if not self.task.equivariant:
+        if not self.task.equivariant and c["rotation_augmentation"]:
             x1 = apply_rotation(random_rotation(B, self.gen, device=device), x1) * mask[..., None]
         x0 = self.task.sample_prior(batch, x1, self.gen, c["align_prior"])
         noise = center(torch.randn(x1.shape, generator=self.gen).to(device), mask)
@@ -327,6 +328,20 @@ class Trainer:
         self.gen.set_state(state)
         return float(np.mean(losses))
 
+    def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
+        """One optimizer step on `batch` (loss, backward, clipping, AdamW, LR schedule, EMA);
+        returns (loss, gradient norm before clipping)."""
+        self.model.train()
+        loss = self.loss(self.net, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = self._clip()
+        self.optimizer.step()
+        self.scheduler.step()
+        self._ema_update()
+        self.step += 1
+        return float(loss.detach()), grad_norm
+
     # ------------------------------------------------------------------ loop
     def run(self, stop_at: int | None = None) -> Path | None:
         """Train to `steps` (resuming if a checkpoint exists). `stop_at` ends early after saving a
@@ -360,16 +375,7 @@ class Trainer:
                         return None
                     start = time.perf_counter()
                     batch = self.batch(self._next_indices())
-                    self.model.train()
-                    loss = self.loss(self.net, batch)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    grad_norm = self._clip()
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self._ema_update()
-                    self.step += 1
-                    loss = float(loss.detach())
+                    loss, grad_norm = self.train_step(batch)
                     if not math.isfinite(loss):
                         raise FloatingPointError(f"non-finite loss at step {self.step}; last checkpoint kept in {last.parent}")
                     rate = batch["mask"].shape[0] / (time.perf_counter() - start)

@@ -11,10 +11,11 @@ from .embeddings import sinusoidal_embedding
 
 
 def distance_features(x: Tensor, n: int, max_dist: float = 30.0) -> Tensor:
-    """[B, L, L, n] Gaussian radial features of pairwise distances over [1, max_dist] Å."""
+    """[B, L, L, n] Gaussian radial features of pairwise distances, centers evenly over
+    [0, max_dist] in the units of x (30 Å; 3.0 when training in nm with coord_scale 0.1)."""
     d = torch.cdist(x, x)
-    centers = torch.linspace(1.0, max_dist, n, device=x.device, dtype=x.dtype)
-    width = (max_dist - 1.0) / n
+    centers = torch.linspace(0.0, max_dist, n, device=x.device, dtype=x.dtype)
+    width = max_dist / n
     return torch.exp(-(((d[..., None] - centers) / width) ** 2))
 
 
@@ -42,9 +43,11 @@ class BiasedBlock(nn.Module):
 class BackboneTransformer(nn.Module):
     """forward(x [B, L, 3], t [B], mask [B, L], self_cond [B, L, 3] | None) -> [B, L, 3]."""
 
-    def __init__(self, dim: int = 128, layers: int = 4, heads: int = 8, pair_bins: int = 32, self_conditioning: bool = True):
+    def __init__(self, dim: int = 128, layers: int = 4, heads: int = 8, pair_bins: int = 32, self_conditioning: bool = True,
+                 max_distance: float = 30.0):
         super().__init__()
         self.dim, self.pair_bins, self.self_conditioning = dim, pair_bins, self_conditioning
+        self.max_distance = max_distance
         self.coords = nn.Linear(3, dim)
         self.cond = nn.Linear(2 * dim, dim)
         pair_dim = pair_bins * (2 if self_conditioning else 1)
@@ -57,10 +60,10 @@ class BackboneTransformer(nn.Module):
         cond = torch.cat([sinusoidal_embedding(t * 1000.0, self.dim)[:, None].expand(B, L, self.dim),
                           sinusoidal_embedding(index, self.dim)], dim=-1)
         s = self.coords(x) + self.cond(cond.to(x.dtype))
-        pair = distance_features(x, self.pair_bins)
+        pair = distance_features(x, self.pair_bins, self.max_distance)
         if self.self_conditioning:
             sc = self_cond if self_cond is not None else torch.zeros_like(x)
-            pair = torch.cat([pair, distance_features(sc, self.pair_bins) * (self_cond is not None)], dim=-1)
+            pair = torch.cat([pair, distance_features(sc, self.pair_bins, self.max_distance) * (self_cond is not None)], dim=-1)
         for block in self.blocks:
             s = block(s, pair, mask)
         return self.head(s) * mask[..., None].to(x.dtype)
