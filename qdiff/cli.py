@@ -268,7 +268,8 @@ def _add_model_commands(sub) -> None:
     s.add_argument("--pdb-dir", help="backbones: where to write PDB files (default: next to --out)")
     s.set_defaults(func=_run_sample)
 
-    e = sub.add_parser("evaluate", help="conformer metrics (COV/AMR, both failure conventions) of a samples store")
+    e = sub.add_parser("evaluate", help="metrics of a samples store: conformers (COV/AMR, both failure conventions) "
+                       "or backbones (Cα geometry, clashes, Rg, secondary structure, JSD, TM-score diversity/novelty)")
     e.add_argument("--samples", required=True)
     e.add_argument("--reference", required=True)
     e.add_argument("--out", required=True, help="metrics JSON")
@@ -328,8 +329,17 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from .data.info import store_schema
     from .evaluate import evaluate
 
+    if store_schema(args.samples) == "qdiff.samples.proteins":
+        from .evaluate_backbones import evaluate_backbones
+
+        m = evaluate_backbones(args.samples, args.reference, args.out)["metrics"]
+        print(f"{args.out}: {m['n_samples']} backbones: Cα-Cα {m['ca_ca_mean']:.2f} Å, valid {100 * m['valid_ca_geometry']:.0f}%, "
+              f"clash rate {100 * m['clash_rate']:.0f}%, pair-distance JSD {m['pair_distance_jsd']:.3f}, "
+              f"pairwise TM {m['tm_diversity']['pairwise_tm_mean']:.3f}, novelty max TM {m['novelty_max_tm_mean']:.3f}")
+        return 0
     result = evaluate(args.samples, args.reference, args.out, threshold=args.threshold, workers=args.workers, timeout_s=args.timeout)
     m = result["metrics"]["zero"]
     print(f"{args.out}: {m['n_molecules']} molecules ({m['n_failed']} failed) at {result['threshold']} Å: "

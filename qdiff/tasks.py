@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import h5py
 import torch
 from torch import Tensor
 
 from .data.dataset import BackboneDataset, ConformerDataset, collate_backbones, collate_molecules
+from .data.info import store_schema
 from .diffusion import gaussian_prior, harmonic_prior
 from .geometry import center
-
-
-def store_schema(path) -> str:
-    with h5py.File(path, "r") as h5:
-        return str(h5.attrs.get("schema", ""))
 
 
 @dataclass

@@ -9,7 +9,8 @@ import numpy as np
 from .molecule_store import MoleculeStore
 
 
-def _schema(path: str | Path) -> str:
+def store_schema(path: str | Path) -> str:
+    """The `schema` attribute of an HDF5 store ('' if absent); a StoreError names an unreadable file."""
     import h5py
 
     from .h5store import StoreError
@@ -44,7 +45,7 @@ def _splits(store) -> dict:
 
 def store_info(path: str | Path) -> dict:
     """Counts, split sizes, size histogram, failures by reason and provenance (either schema)."""
-    schema = _schema(path)
+    schema = store_schema(path)
     if schema in ("qdiff.proteins", "qdiff.samples.proteins"):
         return protein_info(path, schema)
     with MoleculeStore(path, "qdiff.samples.molecules" if schema == "qdiff.samples.molecules" else "qdiff.molecules") as store:
@@ -119,9 +120,9 @@ def _common_lines(info: dict) -> list[str]:
 def store_diff(old: str | Path, new: str | Path) -> dict:
     """Items (molecules, or chains) added, removed and changed (by ID and a content hash) between
     two stores; for protein stores also the entries whose latest revision date changed."""
-    schema = _schema(old)
-    if _schema(new) != schema:
-        raise ValueError(f"cannot diff a {schema!r} store against a {_schema(new)!r} store")
+    schema = store_schema(old)
+    if store_schema(new) != schema:
+        raise ValueError(f"cannot diff a {schema!r} store against a {store_schema(new)!r} store")
     proteins = schema in ("qdiff.proteins", "qdiff.samples.proteins")
     if proteins:
         from .protein_store import ProteinStore as Store

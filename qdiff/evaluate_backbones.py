@@ -1,0 +1,137 @@
+"""`qdiff evaluate` on a backbone samples store: weight-free Cα metrics against the reference store.
+
+Per sample: length, consecutive Cα-Cα distance statistics, clashes (Cα pairs |i-j| >= 3 closer than
+3 Å), radius of gyration, P-SEA-like secondary structure from Cα. Over the set:
+- geometry: mean Cα-Cα, fraction of samples whose consecutive distances all lie within 3.8 ± 0.5 Å,
+  clash rate (fraction of samples with a clash) and clashes per 100 residues;
+- Rg ~ a N^ν fitted on samples and on the reference set;
+- secondary-structure composition (H / E / C fractions) of samples and reference;
+- distribution distances: Jensen-Shannon distance (base 2) between the samples' and the reference's
+  Cα pair-distance histograms (|i-j| >= 3, 1 Å bins to 60 Å) and between their Rg / N^0.38 histograms;
+- TM-score (TM-align through `tmtools`): diversity = mean pairwise TM-score among samples (each pair
+  normalized by the shorter chain; lower is more diverse), greedy clusters at TM 0.5 per sample, and
+  novelty = mean over samples of the highest TM-score to a reference training chain (normalized by the
+  sample's length; lower is more novel).
+The reference set is the store's test split (or all chains); novelty uses its training split.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write_text
+from .data.protein_store import PROTEIN_SAMPLES_SCHEMA, ProteinStore
+from .data.residues import CA
+from .eval.backbones import (CA_CA, RG_EXPONENT, ca_bond_stats, clash_count, fit_power_law, histogram_jsd, pair_distances,
+                             radius_of_gyration, secondary_structure)
+from .progress import progress_bar
+
+PAIR_BINS = np.arange(0.0, 61.0, 1.0)
+RG_BINS = np.linspace(0.0, 6.0, 31)
+TM_CLUSTER = 0.5
+
+
+def ca_traces(store: ProteinStore, rows) -> list[np.ndarray]:
+    """Cα coordinates [n, 3] of the resolved residues of each chain row."""
+    out = []
+    for row in rows:
+        chain = store.chain(int(row))
+        out.append(np.asarray(chain["atom_pos"][chain["atom_mask"][:, CA], CA], dtype=np.float64))
+    return out
+
+
+def _split_rows(store: ProteinStore, part: str) -> np.ndarray:
+    names = store.split_names()
+    if not names:
+        return np.arange(len(store))
+    return np.asarray(store.h5[f"splits/{names[0]}/{part}"][()])
+
+
+def per_sample(ca: np.ndarray) -> dict:
+    ss = secondary_structure(ca)
+    stats = ca_bond_stats(ca)
+    return {"length": len(ca), "ca_ca_mean": stats["mean"], "ca_ca_max_abs_dev": stats["max_abs_dev"], "clashes": clash_count(ca),
+            "rg": radius_of_gyration(ca), "helix": ss.count("H") / len(ss), "strand": ss.count("E") / len(ss), "coil": ss.count("C") / len(ss)}
+
+
+def tm_score(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(TM-score normalized by a's length, by b's length) from TM-align (tmtools)."""
+    from tmtools import tm_align
+
+    result = tm_align(np.ascontiguousarray(a), np.ascontiguousarray(b), "G" * len(a), "G" * len(b))
+    return float(result.tm_norm_chain1), float(result.tm_norm_chain2)
+
+
+def tm_diversity(traces: list[np.ndarray], max_pairs: int, rng: np.random.Generator) -> dict:
+    n = len(traces)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if len(pairs) > max_pairs:
+        pairs = [pairs[k] for k in rng.choice(len(pairs), max_pairs, replace=False)]
+    scores = {}
+    for i, j in pairs:
+        s_i, s_j = tm_score(traces[i], traces[j])
+        scores[(i, j)] = s_i if len(traces[i]) <= len(traces[j]) else s_j
+    clusters: list[int] = []  # greedy: a sample joins the first cluster whose centre it matches at TM >= 0.5
+    for i in range(n):
+        if not any(scores.get((min(c, i), max(c, i)), 0.0) >= TM_CLUSTER for c in clusters):
+            clusters.append(i)
+    return {"pairwise_tm_mean": float(np.mean(list(scores.values()))) if scores else float("nan"), "pairs": len(scores),
+            "clusters": len(clusters), "clusters_per_sample": len(clusters) / n if n else float("nan"),
+            "clusters_exact": len(scores) == n * (n - 1) // 2}
+
+
+def evaluate_backbones(samples: str | Path, reference: str | Path, out: str | Path, *, max_pairs: int = 2000,
+                       novelty_reference: int = 200, seed: int = 0, progress: bool = True) -> dict:
+    rng = np.random.default_rng(seed)
+    with ProteinStore(samples, PROTEIN_SAMPLES_SCHEMA) as s, ProteinStore(reference) as r:
+        generated = ca_traces(s, range(len(s)))
+        reference_set = ca_traces(r, _split_rows(r, "test"))
+        train_rows = _split_rows(r, "train")
+        if len(train_rows) > novelty_reference:
+            train_rows = rng.choice(train_rows, novelty_reference, replace=False)
+        training = ca_traces(r, train_rows)
+        settings = json.loads(s.attrs.get("settings", "{}"))
+        meta = {"nfe_per_sample": s.attrs.get("nfe_per_sample"), "mean_path_length": s.attrs.get("mean_path_length")}
+        dataset = r.attrs["dataset"]
+    if not generated:
+        raise ValueError(f"{samples}: no samples")
+    rows = [per_sample(ca) for ca in progress_bar(generated, desc="geometry", unit="chain", enabled=progress)]
+    ref_rows = [per_sample(ca) for ca in reference_set]
+    lengths, rgs = np.array([x["length"] for x in rows]), np.array([x["rg"] for x in rows])
+
+    def power_law(rs):
+        if len({x["length"] for x in rs}) < 2:
+            return {"a": float("nan"), "nu": float("nan")}
+        a, nu = fit_power_law([x["length"] for x in rs], [x["rg"] for x in rs])
+        return {"a": a, "nu": nu}
+
+    novelty = []
+    for ca in progress_bar(generated, desc="novelty", unit="chain", enabled=progress and bool(training)):
+        novelty.append(max((tm_score(ca, ref)[0] for ref in training), default=float("nan")))
+    metrics = {
+        "n_samples": len(rows),
+        "ca_ca_mean": float(np.mean([x["ca_ca_mean"] for x in rows])),
+        "valid_ca_geometry": float(np.mean([x["ca_ca_max_abs_dev"] <= 0.5 for x in rows])),
+        "clash_rate": float(np.mean([x["clashes"] > 0 for x in rows])),
+        "clashes_per_100_residues": float(100 * sum(x["clashes"] for x in rows) / lengths.sum()),
+        "rg_power_law": power_law(rows), "reference_rg_power_law": power_law(ref_rows),
+        "secondary_structure": {k: float(np.mean([x[k] for x in rows])) for k in ("helix", "strand", "coil")},
+        "reference_secondary_structure": {k: float(np.mean([x[k] for x in ref_rows])) if ref_rows else float("nan")
+                                          for k in ("helix", "strand", "coil")},
+        "pair_distance_jsd": histogram_jsd(np.concatenate([pair_distances(ca) for ca in generated]),
+                                           np.concatenate([pair_distances(ca) for ca in reference_set]) if reference_set else [], PAIR_BINS),
+        "rg_jsd": histogram_jsd(rgs / lengths**RG_EXPONENT, [x["rg"] / x["length"] ** RG_EXPONENT for x in ref_rows], RG_BINS),
+        "tm_diversity": tm_diversity(generated, max_pairs, rng),
+        "novelty_max_tm_mean": float(np.nanmean(novelty)) if novelty and training else float("nan"),
+        "novelty_reference_chains": len(training),
+    }
+    result = {
+        "kind": "backbones", "dataset": dataset, "samples": str(samples), "reference": str(reference),
+        "sampler": settings.get("sampler"), "treatment": settings.get("treatment"), "seed": settings.get("seed"),
+        "steps": settings.get("steps"), **meta, "ideal_ca_ca": CA_CA, "reference_chains": len(reference_set),
+        "metrics": metrics, "per_sample": rows,
+    }
+    atomic_write_text(out, json.dumps(result, indent=2, sort_keys=True, default=float) + "\n")
+    return result
