@@ -276,6 +276,8 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--threshold", type=float, help="coverage threshold in Å (default: 0.5 QM9-type, 0.75 DRUGS)")
     e.add_argument("--workers", type=_positive_int, default=2)
     e.add_argument("--timeout", type=float, default=120.0, help="seconds per molecule")
+    e.add_argument("--plausibility", type=int, default=2, metavar="N",
+                   help="PoseBusters + stereochemistry checks on the first N conformers of each molecule (0: off)")
     e.set_defaults(func=_run_evaluate)
 
     r = sub.add_parser("report", help="tables and plots of the metrics of all runs")
@@ -340,10 +342,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
               f"clash rate {100 * m['clash_rate']:.0f}%, pair-distance JSD {m['pair_distance_jsd']:.3f}, "
               f"pairwise TM {m['tm_diversity']['pairwise_tm_mean']:.3f}, novelty max TM {m['novelty_max_tm_mean']:.3f}")
         return 0
-    result = evaluate(args.samples, args.reference, args.out, threshold=args.threshold, workers=args.workers, timeout_s=args.timeout)
+    result = evaluate(args.samples, args.reference, args.out, threshold=args.threshold, workers=args.workers, timeout_s=args.timeout,
+                      plausibility_per_molecule=args.plausibility)
     m = result["metrics"]["zero"]
     print(f"{args.out}: {m['n_molecules']} molecules ({m['n_failed']} failed) at {result['threshold']} Å: "
-          f"COV-R {100 * m['cov_r_mean']:.1f}% AMR-R {m['amr_r_mean']:.3f} Å, COV-P {100 * m['cov_p_mean']:.1f}% AMR-P {m['amr_p_mean']:.3f} Å")
+          f"COV-R {100 * m['cov_r_mean']:.1f}% AMR-R {m['amr_r_mean']:.3f} Å, COV-P {100 * m['cov_p_mean']:.1f}% AMR-P {m['amr_p_mean']:.3f} Å"
+          + (f", plausible {100 * result['plausibility']['all']:.0f}%" if result["plausibility"] else ""))
     return 0
 
 

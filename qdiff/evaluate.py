@@ -5,6 +5,9 @@ capped), COV/AMR recall and precision at the dataset's threshold (0.5 Å QM9-typ
 and over the threshold grid, and for single-reference sets (QM9) the min and mean RMSD to the DFT
 geometry. Molecules run in parallel worker processes with a per-molecule timeout; a molecule that
 times out or fails counts as a model failure under both stated conventions ("zero", "skip").
+Chemical plausibility (PoseBusters' intramolecular checks + preserved stereochemistry, see
+qdiff.eval.plausibility) is checked on the first `plausibility` generated conformers of each
+molecule (0 turns it off) and reported as pass fractions averaged over molecules.
 """
 from __future__ import annotations
 
@@ -18,17 +21,34 @@ from .atomic import atomic_write_text
 from .data.chem import mol_from_arrays
 from .data.molecule_store import SAMPLES_SCHEMA, MoleculeStore
 from .eval.conformers import THRESHOLDS, aggregate, coverage_amr, coverage_curve, molecules_from_positions, rmsd_matrix
+from .eval.plausibility import plausibility
 from .progress import progress_bar
 
 
-def _molecule_rmsd(args) -> np.ndarray:
-    ref, gen, max_matches = args
+def _molecule_metrics(args) -> tuple[np.ndarray, dict]:
+    """(RMSD matrix [n_ref, n_gen], plausibility pass fractions) of one molecule."""
+    ref, gen, max_matches, n_plausibility = args
     template = mol_from_arrays(ref["atoms"], ref["bond_index"], ref["bonds"]["order"])
-    return rmsd_matrix(molecules_from_positions(template, ref["positions"]), molecules_from_positions(template, gen["positions"]), max_matches)
+    references, generated = molecules_from_positions(template, ref["positions"]), molecules_from_positions(template, gen["positions"])
+    try:
+        checks = plausibility(references[0], generated[:n_plausibility]) if n_plausibility else {}
+    except Exception as err:  # a checker failure is not a model failure: record it, keep the RMSDs
+        checks = {"error": f"{type(err).__name__}: {err}"}
+    return rmsd_matrix(references, generated, max_matches), checks
+
+
+def _plausibility_summary(checks: list[dict]) -> dict:
+    """Pass fractions averaged over molecules, checked-conformer count, and checker errors."""
+    ok = [c for c in checks if "error" not in c]
+    keys = list(dict.fromkeys(k for c in ok for k in c if k != "n_checked"))
+    return {"plausibility": {k: float(np.mean([c[k] for c in ok if k in c])) for k in keys},
+            "plausibility_conformers": int(sum(c["n_checked"] for c in ok)),
+            "plausibility_errors": [c["error"] for c in checks if "error" in c]}
 
 
 def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, threshold: float | None = None,
-             workers: int = 2, timeout_s: float = 120.0, max_matches: int = 10_000, progress: bool = True) -> dict:
+             workers: int = 2, timeout_s: float = 120.0, max_matches: int = 10_000, plausibility_per_molecule: int = 2,
+             progress: bool = True) -> dict:
     with MoleculeStore(samples, schema=SAMPLES_SCHEMA) as s, MoleculeStore(reference) as r:
         dataset = r.attrs["dataset"]
         threshold = threshold if threshold is not None else THRESHOLDS.get(dataset, 0.75)
@@ -39,17 +59,21 @@ def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, thr
             if not np.array_equal(ref["atoms"]["z"], gen["atoms"]["z"]):
                 raise ValueError(f"{samples}: sample {k} ({gen['id']}) does not match reference row {row}")
             ids.append(ref["id"])
-            jobs.append((ref, gen, max_matches))
+            jobs.append((ref, gen, max_matches, plausibility_per_molecule))
         settings = json.loads(s.attrs.get("settings", "{}"))
         meta = {"nfe_per_sample": s.attrs.get("nfe_per_sample"), "mean_path_length": s.attrs.get("mean_path_length")}
     rmsds: list[np.ndarray | None] = []
+    checks: list[dict] = []
     failures: dict[str, str] = {}
     ctx = mp.get_context("fork")  # evaluation imports no torch; fork avoids re-importing __main__
     with ctx.Pool(max(1, workers)) as pool:
-        pending = [pool.apply_async(_molecule_rmsd, (job,)) for job in jobs]
+        pending = [pool.apply_async(_molecule_metrics, (job,)) for job in jobs]
         for mol_id, handle in progress_bar(list(zip(ids, pending)), desc="evaluate", unit="mol", enabled=progress):
             try:
-                rmsds.append(handle.get(timeout=timeout_s))
+                matrix, passed = handle.get(timeout=timeout_s)
+                rmsds.append(matrix)
+                if passed:
+                    checks.append(passed)
             except mp.TimeoutError:
                 rmsds.append(None)
                 failures[mol_id] = f"RMSD timed out after {timeout_s} s"
@@ -64,6 +88,7 @@ def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, thr
         "steps": settings.get("steps"), **meta,
         "metrics": {c: aggregate(per_molecule, c) for c in ("zero", "skip")},
         "coverage_curve": coverage_curve(rmsds),
+        **_plausibility_summary(checks),
         "failures": failures,
         "molecules": [{"id": i, **(m or {}), "n_ref": None if x is None else int(x.shape[0]), "n_gen": None if x is None else int(x.shape[1])}
                       for i, m, x in zip(ids, per_molecule, rmsds)],

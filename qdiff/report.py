@@ -1,7 +1,11 @@
 """`qdiff report`: one table per dataset of the metrics of all runs (treatment x sampler x seed,
-mean ± std over seeds), as CSV, JSON, Markdown and an HTML page with a bar plot. Conformer sets
-report COV/AMR; backbone sets report Cα geometry, clashes, pair-distance JSD and TM-score
-diversity/novelty. Demo stand-in datasets are labelled as such."""
+mean ± std over seeds), as CSV, JSON, Markdown and an HTML page with figures. Conformer sets
+report COV/AMR (mean and median); backbone sets report Cα geometry, clashes, pair-distance JSD and
+TM-score diversity/novelty. Where the paper reports the same metric on the same dataset
+(qdiff/eval/published.yaml) its numbers are shown beside ours; demo stand-in datasets are
+labelled as such. Figures: metric by treatment, coverage-threshold curves, RMSD distributions,
+loss curves (from each run's log.csv next to its metrics), Rg against length, example structures
+(from each run's samples store)."""
 from __future__ import annotations
 
 import csv
@@ -14,17 +18,46 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_text
 
-KEYS = ("cov_r_mean", "amr_r_mean", "cov_p_mean", "amr_p_mean")
+KEYS = ("cov_r_mean", "amr_r_mean", "cov_p_mean", "amr_p_mean", "cov_r_median", "amr_r_median", "cov_p_median", "amr_p_median")
+FIGURES = {  # file -> caption
+    "metrics.png": "Headline metric by treatment (mean ± std over seeds).",
+    "coverage_curves.png": "Recall coverage against the RMSD threshold (dashed: the dataset's threshold).",
+    "amr_distribution.png": "Per-molecule minimum RMSD to the generated set.",
+    "loss_curves.png": "Training loss (smoothed) and validation loss.",
+    "rg_vs_length.png": "Radius of gyration against chain length; dashed: 2.2 N^0.38 Å (compact proteins).",
+    "examples.png": "One generated structure per dataset and treatment.",
+}
 BACKBONE_KEYS = ("valid_ca_geometry", "clash_rate", "pair_distance_jsd", "rg_jsd", "pairwise_tm", "novelty_max_tm", "helix", "strand")
 STAND_INS = {"demo-drugs": "RDKit ETKDG/MMFF ensembles, a stand-in for GEOM-DRUGS",
              "demo-qm9": "a 2,000-molecule subset of QM9", "demo-backbones": "synthetic backbones"}
 
 
-def collect(paths: list[str | Path], convention: str = "zero") -> list[dict]:
-    rows = []
+def load_metrics(paths: list[str | Path]) -> list[dict]:
+    out = []
     for p in paths:
         try:
-            data = json.loads(Path(p).read_text())
+            out.append({**json.loads(Path(p).read_text()), "_path": str(p)})
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{p}: not a metrics file of `qdiff evaluate` ({err})") from err
+    return out
+
+
+def published() -> dict:
+    """The committed table of published figures (qdiff/eval/published.yaml)."""
+    import yaml
+
+    return yaml.safe_load((Path(__file__).parent / "eval" / "published.yaml").read_text())
+
+
+def collect(paths: list[str | Path], convention: str = "zero") -> list[dict]:
+    return rows_from(load_metrics(paths), convention)
+
+
+def rows_from(documents: list[dict], convention: str = "zero") -> list[dict]:
+    rows = []
+    for data in documents:
+        p = data.get("_path", "?")
+        try:
             row = {"dataset": data["dataset"], "kind": data.get("kind", "molecules"), "treatment": data.get("treatment"),
                    "sampler": data.get("sampler"), "seed": data.get("seed"), "nfe": data.get("nfe_per_sample"),
                    "path_length": data.get("mean_path_length")}
@@ -36,9 +69,10 @@ def collect(paths: list[str | Path], convention: str = "zero") -> list[dict]:
                            strand=m["secondary_structure"]["strand"])
             else:
                 m = data["metrics"][convention]
-                row.update(threshold=data["threshold"], n_molecules=m["n_molecules"], n_failed=m["n_failed"], **{k: m[k] for k in KEYS})
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{p}: not a metrics file of `qdiff evaluate` ({err})") from err
+                row.update(threshold=data["threshold"], n_molecules=m["n_molecules"], n_failed=m["n_failed"], **{k: m[k] for k in KEYS},
+                           plausible=data.get("plausibility", {}).get("all"))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{p}: not a metrics file of `qdiff evaluate` (missing {err})") from err
         rows.append(row)
     return rows
 
@@ -52,7 +86,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     for (dataset, treatment, sampler), rs in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         entry = {"dataset": dataset, "kind": rs[0]["kind"], "treatment": treatment, "sampler": sampler, "seeds": len(rs),
                  "threshold": rs[0]["threshold"]}
-        for k in (BACKBONE_KEYS if entry["kind"] == "backbones" else KEYS) + ("path_length",):
+        for k in (BACKBONE_KEYS if entry["kind"] == "backbones" else KEYS + ("plausible",)) + ("path_length",):
             vals = np.array([r[k] for r in rs if r.get(k) is not None], dtype=float)
             entry[k] = float(vals.mean()) if vals.size else float("nan")
             entry[f"{k}_std"] = float(vals.std()) if vals.size > 1 else 0.0
@@ -78,11 +112,22 @@ def _table(dataset: str, items: list[dict], convention: str) -> list[str]:
                          f"| {s['novelty_max_tm']:.3f} | {100 * s['helix']:.0f} | {100 * s['strand']:.0f} | {s['path_length']:.2f} |")
         lines.append("\nJensen-Shannon distances against the reference test split; TM-scores from TM-align (tmtools).\n")
         return lines
-    lines = [f"### {dataset}{note}\n\n| treatment | sampler | seeds | COV-R % | AMR-R Å | COV-P % | AMR-P Å | path length |\n|---|---|---|---|---|---|---|---|"]
+    head = ("| method | seeds | COV-R % mean / median | AMR-R Å mean / median | COV-P % mean / median | AMR-P Å mean / median "
+            "| plausible % | path length |")
+    lines = [f"### {dataset}{note}\n\n{head}\n|---|---|---|---|---|---|---|---|"]
     for s in items:
-        lines.append(f"| {s['treatment']} | {s['sampler']} | {s['seeds']} | {100 * s['cov_r_mean']:.1f} ± {100 * s['cov_r_mean_std']:.1f} "
-                     f"| {s['amr_r_mean']:.3f} | {100 * s['cov_p_mean']:.1f} | {s['amr_p_mean']:.3f} | {s['path_length']:.2f} |")
-    lines.append(f"\nCoverage threshold {items[0]['threshold']} Å; failure convention `{convention}`.\n")
+        lines.append(f"| qdiff {s['treatment']} ({s['sampler']}) | {s['seeds']} "
+                     f"| {100 * s['cov_r_mean']:.1f} ± {100 * s['cov_r_mean_std']:.1f} / {100 * s['cov_r_median']:.1f} "
+                     f"| {s['amr_r_mean']:.3f} / {s['amr_r_median']:.3f} | {100 * s['cov_p_mean']:.1f} / {100 * s['cov_p_median']:.1f} "
+                     f"| {s['amr_p_mean']:.3f} / {s['amr_p_median']:.3f} | {100 * s['plausible']:.0f} | {s['path_length']:.2f} |")
+    table = published()
+    if dataset in table["datasets"]:
+        for row in table["datasets"][dataset]["rows"]:
+            lines.append(f"| *{row['method']}* (published) | | {row['cov_r'][0]:.2f} / {row['cov_r'][1]:.2f} | {row['amr_r'][0]:.3f} / {row['amr_r'][1]:.3f} "
+                         f"| {row['cov_p'][0]:.2f} / {row['cov_p'][1]:.2f} | {row['amr_p'][0]:.3f} / {row['amr_p'][1]:.3f} | | |")
+        lines.append(f"\nPublished rows: {table['source']} (threshold {table['datasets'][dataset]['threshold']} Å).")
+    lines.append(f"\nCoverage threshold {items[0]['threshold']} Å; failure convention `{convention}`; plausible = share of checked "
+                 "conformers passing every PoseBusters intramolecular check with stereochemistry preserved.\n")
     return lines
 
 
@@ -113,9 +158,70 @@ def _plot(summary: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _examples(documents: list[dict]) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """The first structure of the first seed's samples store per (dataset, treatment)."""
+    from .data.info import store_schema
+
+    seen, out = set(), []
+    for d in sorted(documents, key=lambda d: (d["dataset"], str(d.get("treatment")), str(d.get("seed")))):
+        key = (d["dataset"], d.get("treatment"))
+        path = Path(d.get("samples", ""))
+        if key in seen or not path.is_file():
+            continue
+        seen.add(key)
+        title = f"{d['dataset']}\n{d.get('treatment')}"
+        if store_schema(path) == "qdiff.samples.proteins":
+            from .data.protein_store import PROTEIN_SAMPLES_SCHEMA, ProteinStore
+            from .data.residues import CA
+
+            with ProteinStore(path, PROTEIN_SAMPLES_SCHEMA) as store:
+                chain = store.chain(0)
+                out.append((title, chain["atom_pos"][chain["atom_mask"][:, CA], CA], None))
+        else:
+            from .data.molecule_store import SAMPLES_SCHEMA, MoleculeStore
+
+            with MoleculeStore(path, SAMPLES_SCHEMA) as store:
+                mol = store.molecule(0)
+                out.append((f"{title}\n{mol['smiles'][:30]}", mol["positions"][0], mol["bond_index"]))
+    return out
+
+
+def _html_page(markdown: str) -> str:
+    """Markdown tables and notes to HTML, followed by every figure with its caption."""
+    body, table = [], []
+
+    def flush():
+        if table:
+            rows = [r for r in table if not set(r.replace("|", "").strip()) <= set("-")]
+            cells = [[html.escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
+            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells[0]) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:]) + "</table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("### "):
+            body.append(f"<h2>{html.escape(line[4:])}</h2>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    figures = "".join(f"<figure><img src='{name}' alt='{name}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+                      for name, caption in FIGURES.items())
+    style = "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{max-width:100%}"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>qdiff report</title><style>{style}</style></head><body>"
+            f"<h1>qdiff study report</h1>{''.join(body)}{figures}</body></html>")
+
+
 def write_report(paths: list[str | Path], out_dir: str | Path, convention: str = "zero") -> list[dict]:
+    """Tables (CSV, JSON, Markdown), figures (FIGURES) and report.html for the given metrics files."""
+    from . import report_plots
+
     out = Path(out_dir)
-    rows = collect(paths, convention)
+    documents = load_metrics(paths)
+    rows = rows_from(documents, convention)
     if not rows:
         raise ValueError("no metrics files given")
     summary = summarize(rows)
@@ -132,7 +238,11 @@ def write_report(paths: list[str | Path], out_dir: str | Path, convention: str =
     markdown = "\n".join(lines)
     atomic_write_text(out / "summary.md", markdown)
     _plot(summary, out / "metrics.png")
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>qdiff report</title></head><body>"
-            f"<h1>qdiff study report</h1><pre>{html.escape(markdown)}</pre><img src='metrics.png' alt='metrics'></body></html>")
-    atomic_write_text(out / "report.html", page)
+    report_plots.coverage_curves(documents, out / "coverage_curves.png")
+    report_plots.amr_distributions(documents, out / "amr_distribution.png")
+    runs = {(d["dataset"], d.get("treatment"), d.get("seed")): Path(d["_path"]).parent for d in documents}
+    report_plots.loss_curves(runs, out / "loss_curves.png")
+    report_plots.rg_vs_length(documents, out / "rg_vs_length.png")
+    report_plots.example_structures(_examples(documents), out / "examples.png")
+    atomic_write_text(out / "report.html", _html_page(markdown))
     return summary

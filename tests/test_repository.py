@@ -125,6 +125,10 @@ def test_workflow_and_dvc_end_to_end(tmp_path):
     assert "metrics.json" in dvc("metrics", "show").stdout
     dry = _snakemake("-n", cwd=work)
     assert "Nothing to be done" in dry.stdout + dry.stderr
+    out = _snakemake("--report", "report.html", cwd=work, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    page = (work / "report.html").read_text(errors="replace")
+    assert len(page) > 100_000 and "Toy study" in page and "summary.md" in page and "coverage_curves.png" in page
 
     # A colleague's round trip: push to a remote, lose outputs, cache and Snakemake's metadata,
     # pull, mark the pulled files up to date (`snakemake --touch`): nothing is recomputed.

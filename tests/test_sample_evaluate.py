@@ -83,3 +83,61 @@ def test_train_sample_evaluate_cli(tmp_path):
     assert result["metrics"]["zero"]["n_molecules"] == 6 and "rmsd_to_reference" in result  # the 10% test split
     bad = run("train", "--store", str(store), "--out", str(tmp_path / "run2"), "--set", "stepz=3")
     assert bad.returncode == 2 and "unknown training settings" in bad.stderr
+
+
+def test_report_shows_published_numbers_on_the_same_dataset_and_every_figure(tmp_path, drugs):
+    """Metrics relabelled as GEOM-DRUGS get the paper's Table 2 rows beside them; demo sets do not."""
+    from qdiff.report import FIGURES, write_report
+
+    samples = tmp_path / "s.h5"
+    write_samples(samples, drugs, rotate)
+    paths = []
+    for treatment, dataset in (("quotient", "geom-drugs"), ("conventional", "geom-drugs"), ("quotient", "demo-drugs")):
+        run = tmp_path / dataset / treatment
+        run.mkdir(parents=True)
+        result = evaluate(samples, drugs, run / "metrics.json", progress=False)
+        result.update(dataset=dataset, treatment=treatment)
+        (run / "metrics.json").write_text(json.dumps(result))
+        (run / "log.csv").write_text("step,epoch,loss,lr,grad_norm,samples_per_s,val_loss\n1,0,2.0,1e-4,1.0,10,\n2,0,1.5,1e-4,1.0,10,1.4\n")
+        paths.append(run / "metrics.json")
+    write_report(paths, tmp_path / "report")
+    md = (tmp_path / "report" / "summary.md").read_text()
+    sections = {part.split()[0]: part for part in md.split("### ")[1:]}
+    geom, demo = sections["geom-drugs"], sections["demo-drugs"]
+    assert "ET-Flow(SO(3)) + quotient-space diffusion* (published) | | 78.50 / 84.20" in geom
+    assert "(published)" not in demo and "stand-in for GEOM-DRUGS" in demo
+    assert "| qdiff quotient (ode) | 1 | 100.0 ± 0.0 / 100.0 |" in geom and "| 100 |" in geom  # plausible %
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("<table>") == 2 and all(name in page for name in FIGURES)
+    for name in FIGURES:
+        assert (tmp_path / "report" / name).read_bytes()[:4] == b"\x89PNG", name
+
+
+def test_plausibility_passes_references_and_flags_distorted_and_mirrored_conformers(tmp_path, drugs):
+    from rdkit import Chem
+
+    from qdiff.data.chem import mol_from_arrays
+    from qdiff.eval.conformers import molecules_from_positions
+    from qdiff.eval.plausibility import STEREO_CHECK, plausibility
+
+    with MoleculeStore(drugs) as ref:
+        chiral = next(m for m in (ref.molecule(r) for r in range(len(ref))) if "@" in m["smiles"])
+    template = mol_from_arrays(chiral["atoms"], chiral["bond_index"], chiral["bonds"]["order"])
+    refs = molecules_from_positions(template, chiral["positions"])
+    same = plausibility(refs[0], refs[1:3])
+    assert same["all"] == 1.0 and same[STEREO_CHECK] == 1.0 and same["n_checked"] == 2
+    mirrored = plausibility(refs[0], molecules_from_positions(template, chiral["positions"][:2] * np.array([-1.0, 1.0, 1.0])))
+    assert mirrored[STEREO_CHECK] == 0.0 and mirrored["bond_lengths"] == 1.0  # a perfect mirror image: only chirality is wrong
+    noisy = np.random.default_rng(0).normal(0, 0.4, chiral["positions"][:2].shape)
+    distorted = plausibility(refs[0], molecules_from_positions(template, chiral["positions"][:2] + noisy))
+    assert distorted["bond_lengths"] < 1.0 and distorted["all"] == 0.0
+    assert Chem.MolToSmiles(template)  # the template itself is a valid molecule
+
+
+def test_evaluate_reports_plausibility(tmp_path, drugs):
+    samples = tmp_path / "s.h5"
+    write_samples(samples, drugs, rotate)
+    result = evaluate(samples, drugs, tmp_path / "m.json", plausibility_per_molecule=1, progress=False)
+    assert result["plausibility"]["all"] == 1.0 and result["plausibility_conformers"] == 4 and not result["plausibility_errors"]
+    off = evaluate(samples, drugs, tmp_path / "m0.json", plausibility_per_molecule=0, progress=False)
+    assert off["plausibility"] == {} and off["plausibility_conformers"] == 0

@@ -142,6 +142,11 @@ def report_outputs():
             "summary.md",
             "summary.json",
             "metrics.png",
+            "coverage_curves.png",
+            "amr_distribution.png",
+            "loss_curves.png",
+            "rg_vs_length.png",
+            "examples.png",
             "report.html",
         ],
     )

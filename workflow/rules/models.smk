@@ -83,6 +83,31 @@ rule report:
             caption="../report/metrics.rst",
             category="Models",
         ),
+        coverage=report(
+            "results/report/coverage_curves.png",
+            caption="../report/coverage_curves.rst",
+            category="Models",
+        ),
+        amr=report(
+            "results/report/amr_distribution.png",
+            caption="../report/amr_distribution.rst",
+            category="Models",
+        ),
+        loss=report(
+            "results/report/loss_curves.png",
+            caption="../report/loss_curves.rst",
+            category="Training",
+        ),
+        rg=report(
+            "results/report/rg_vs_length.png",
+            caption="../report/rg_vs_length.rst",
+            category="Models",
+        ),
+        examples=report(
+            "results/report/examples.png",
+            caption="../report/examples.rst",
+            category="Models",
+        ),
         html="results/report/report.html",
     log:
         "logs/report.log",
@@ -90,7 +115,7 @@ rule report:
         "../../envs/qdiff.yaml"
     threads: 1
     resources:
-        runtime=5,
-        mem_mb=1000,
+        runtime=10,
+        mem_mb=2000,
     shell:
         "qdiff report --metrics {input} --out results/report > {log} 2>&1"
