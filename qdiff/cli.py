@@ -284,6 +284,7 @@ def _add_model_commands(sub) -> None:
     r.add_argument("--metrics", nargs="+", required=True, help="JSON files written by `qdiff evaluate`")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--convention", choices=("zero", "skip"), default="zero")
+    r.add_argument("--sweep", nargs="*", default=[], help="metrics of the same runs at other NFE (for the NFE figure)")
     r.set_defaults(func=_run_report)
 
 
@@ -354,7 +355,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _run_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    summary = write_report(args.metrics, args.out, args.convention)
+    summary = write_report(args.metrics, args.out, args.convention, args.sweep)
     print(f"{args.out}: {len(summary)} rows (summary.csv, summary.md, summary.json, metrics.png, report.html)")
     return 0
 

@@ -26,6 +26,7 @@ FIGURES = {  # file -> caption
     "loss_curves.png": "Training loss (smoothed) and validation loss.",
     "rg_vs_length.png": "Radius of gyration against chain length; dashed: 2.2 N^0.38 Å (compact proteins).",
     "examples.png": "One generated structure per dataset and treatment.",
+    "nfe_sweep.png": "Headline metric against the number of network evaluations (NFE) per sample.",
 }
 BACKBONE_KEYS = ("valid_ca_geometry", "clash_rate", "pair_distance_jsd", "rg_jsd", "pairwise_tm", "novelty_max_tm", "helix", "strand")
 STAND_INS = {"demo-drugs": "RDKit ETKDG/MMFF ensembles, a stand-in for GEOM-DRUGS",
@@ -215,8 +216,9 @@ def _html_page(markdown: str) -> str:
             f"<h1>qdiff study report</h1>{''.join(body)}{figures}</body></html>")
 
 
-def write_report(paths: list[str | Path], out_dir: str | Path, convention: str = "zero") -> list[dict]:
-    """Tables (CSV, JSON, Markdown), figures (FIGURES) and report.html for the given metrics files."""
+def write_report(paths: list[str | Path], out_dir: str | Path, convention: str = "zero", sweep: list[str | Path] = ()) -> list[dict]:
+    """Tables (CSV, JSON, Markdown), figures (FIGURES) and report.html for the given metrics files;
+    `sweep` metrics (the same runs sampled at other NFE) feed only the NFE figure."""
     from . import report_plots
 
     out = Path(out_dir)
@@ -244,5 +246,6 @@ def write_report(paths: list[str | Path], out_dir: str | Path, convention: str =
     report_plots.loss_curves(runs, out / "loss_curves.png")
     report_plots.rg_vs_length(documents, out / "rg_vs_length.png")
     report_plots.example_structures(_examples(documents), out / "examples.png")
+    report_plots.nfe_sweep(documents + load_metrics(list(sweep)), out / "nfe_sweep.png")
     atomic_write_text(out / "report.html", _html_page(markdown))
     return summary

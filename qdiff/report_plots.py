@@ -153,3 +153,28 @@ def example_structures(examples: list[tuple[str, np.ndarray, np.ndarray | None]]
         ax.set_title(title, fontsize=7)
         ax.set_axis_off()
     _save(fig, path)
+
+
+def nfe_sweep(metrics: list[dict], path: Path) -> None:
+    """Headline metric against the sampler's NFE per treatment (mean over seeds): AMR-R for
+    conformer sets, pair-distance JSD for backbone sets."""
+    points: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for m in metrics:
+        nfe = m.get("nfe_per_sample")
+        if nfe is None:
+            continue
+        value = m["metrics"]["pair_distance_jsd"] if m.get("kind") == "backbones" else m["metrics"]["zero"]["amr_r_mean"]
+        points.setdefault(m["dataset"], {}).setdefault(m.get("treatment"), {}).setdefault(int(nfe), []).append(value)
+    swept = {d: t for d, t in points.items() if any(len(v) > 1 for v in t.values())}
+    if not swept:
+        return _empty(path, "no NFE sweep in this study (models.sample.nfe_sweep)")
+    fig, axes = _grid(len(swept))
+    for ax, (dataset, treatments) in zip(axes, sorted(swept.items())):
+        backbone = any(m.get("kind") == "backbones" for m in metrics if m["dataset"] == dataset)
+        for treatment, by_nfe in sorted(treatments.items(), key=lambda kv: str(kv[0])):
+            nfes = sorted(by_nfe)
+            ax.plot(nfes, [np.mean(by_nfe[n]) for n in nfes], "-o", ms=3, label=treatment, color=COLORS.get(treatment))
+        ax.set(title=f"{dataset}: quality against NFE", xlabel="NFE per sample", xscale="log",
+               ylabel="pair-distance JSD" if backbone else "AMR-R mean (Å)")
+        ax.legend(fontsize=7)
+    _save(fig, path)

@@ -78,7 +78,10 @@ SAMPLE_FLAGS = {
 
 
 def sample_flags(wildcards):
+    """`qdiff sample` options from the study; an NFE-sweep job's own step count wins."""
     s = model_section(wildcards.dataset, "sample")
+    if "steps" in wildcards.keys():
+        s = {**s, "steps": wildcards.steps}
     flags = [f"{flag} {s[key]}" for key, flag in SAMPLE_FLAGS.items() if key in s]
     if "lengths" in s:
         flags.append("--lengths " + ",".join(str(n) for n in s["lengths"]))
@@ -132,6 +135,24 @@ def metrics_files():
     )
 
 
+def sweep_metrics_files():
+    """Metrics of every run re-sampled at each `nfe_sweep` step count (per dataset)."""
+    m = config.get("models")
+    if not m:
+        return []
+    files = []
+    for dataset in m["datasets"]:
+        for steps in model_section(dataset, "sample").get("nfe_sweep", []):
+            files += expand(
+                "results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/metrics.json",
+                dataset=dataset,
+                treatment=m["treatments"],
+                seed=m["seeds"],
+                steps=steps,
+            )
+    return files
+
+
 def report_outputs():
     if not metrics_files():
         return []
@@ -147,6 +168,7 @@ def report_outputs():
             "loss_curves.png",
             "rg_vs_length.png",
             "examples.png",
+            "nfe_sweep.png",
             "report.html",
         ],
     )

@@ -71,9 +71,44 @@ rule evaluate_model:
         " --workers {threads} > {log} 2>&1"
 
 
+rule sample_sweep:
+    input:
+        "results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
+    output:
+        "results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/samples.h5",
+    log:
+        "logs/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/sample.log",
+    wildcard_constraints:
+        seed=r"\d+",
+        steps=r"\d+",
+    conda:
+        "../../envs/qdiff.yaml"
+    threads: 1
+    resources:
+        runtime=train_resource("sample_runtime", 30),
+        mem_mb=4000,
+        gpu=sample_gpus,
+    params:
+        run=subpath(input[0], parent=True),
+        flags=sample_flags,
+    shell:
+        "qdiff sample --run {params.run} --out {output} --seed {wildcards.seed} {params.flags} > {log} 2>&1"
+
+
+use rule evaluate_model as evaluate_sweep with:
+    input:
+        samples="results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/samples.h5",
+        reference="results/data/{dataset}.h5",
+    output:
+        "results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/metrics.json",
+    log:
+        "logs/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/evaluate.log",
+
+
 rule report:
     input:
-        metrics_files(),
+        metrics=metrics_files(),
+        sweep=sweep_metrics_files(),
     output:
         csv="results/report/summary.csv",
         md=report("results/report/summary.md", category="Models"),
@@ -108,6 +143,11 @@ rule report:
             caption="../report/examples.rst",
             category="Models",
         ),
+        nfe=report(
+            "results/report/nfe_sweep.png",
+            caption="../report/nfe_sweep.rst",
+            category="Models",
+        ),
         html="results/report/report.html",
     log:
         "logs/report.log",
@@ -118,4 +158,4 @@ rule report:
         runtime=10,
         mem_mb=2000,
     shell:
-        "qdiff report --metrics {input} --out results/report > {log} 2>&1"
+        "qdiff report --metrics {input.metrics} --sweep {input.sweep} --out results/report > {log} 2>&1"
