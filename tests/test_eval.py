@@ -120,3 +120,25 @@ def test_ca_secondary_structure_agrees_with_dssp_on_real_chains(tmp_path):
         n = min(len(ours), len(dssp))
         both = [(a, b) for a, b in zip(ours[:n], dssp[:n]) if a != "C" and b != "C"]
         assert sum(a == b for a, b in both) >= 0.8 * len(both)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/pdb not present")
+def test_ca_geometry_matches_mdtraj_on_real_chains(tmp_path):
+    """Rg and consecutive Cα distances of real chains agree with mdtraj's own computations."""
+    import mdtraj as md
+
+    from qdiff.data.residues import CA
+    from qdiff.data.sources.mmcif import parse_structure
+
+    for pid in ("1A8O", "1GBT"):
+        chain = parse_structure((SHARED / f"{pid}.cif.gz").read_bytes(), pid).chains[0]
+        ca = chain.atom_pos[chain.atom_mask[:, CA], CA].astype(np.float64)
+        path = tmp_path / f"{pid}.cif"
+        path.write_bytes(gzip.decompress((SHARED / f"{pid}.cif.gz").read_bytes()))
+        traj = md.load(str(path))
+        sel = traj.topology.select("chainid 0 and name CA and protein")
+        ref = traj.atom_slice(sel)
+        assert ref.n_atoms == len(ca)
+        assert bb.radius_of_gyration(ca) == pytest.approx(10 * float(md.compute_rg(ref)[0]), rel=1e-4)  # nm -> Å
+        pairs = np.stack([np.arange(ref.n_atoms - 1), np.arange(1, ref.n_atoms)], axis=1)
+        np.testing.assert_allclose(bb.consecutive_distances(ca), 10 * md.compute_distances(ref, pairs)[0], rtol=1e-4)

@@ -75,7 +75,8 @@ rule sample_sweep:
     input:
         "results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
     output:
-        "results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/samples.h5",
+        # only the sweep's metrics are kept; its samples are removed once evaluated
+        temp("results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/samples.h5"),
     log:
         "logs/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/sample.log",
     wildcard_constraints:
