@@ -276,6 +276,8 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--threshold", type=float, help="coverage threshold in Å (default: 0.5 QM9-type, 0.75 DRUGS)")
     e.add_argument("--workers", type=_positive_int, default=2)
     e.add_argument("--timeout", type=float, default=120.0, help="seconds per molecule")
+    e.add_argument("--designability", type=int, default=0, metavar="N",
+                   help="backbones: ProteinMPNN + ESMFold self-consistency on the first N samples (needs QDIFF_PROTEINMPNN and esm-fold)")
     e.add_argument("--plausibility", type=int, default=2, metavar="N",
                    help="PoseBusters + stereochemistry checks on the first N conformers of each molecule (0: off)")
     e.set_defaults(func=_run_evaluate)
@@ -338,7 +340,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if store_schema(args.samples) == "qdiff.samples.proteins":
         from .evaluate_backbones import evaluate_backbones
 
-        m = evaluate_backbones(args.samples, args.reference, args.out)["metrics"]
+        result = evaluate_backbones(args.samples, args.reference, args.out, designability=args.designability)
+        m = result["metrics"]
+        if "designability" in result and result["designability"]["status"] == "skipped":
+            print(result["designability"]["reason"], file=sys.stderr)
         print(f"{args.out}: {m['n_samples']} backbones: Cα-Cα {m['ca_ca_mean']:.2f} Å, valid {100 * m['valid_ca_geometry']:.0f}%, "
               f"clash rate {100 * m['clash_rate']:.0f}%, pair-distance JSD {m['pair_distance_jsd']:.3f}, "
               f"pairwise TM {m['tm_diversity']['pairwise_tm_mean']:.3f}, novelty max TM {m['novelty_max_tm_mean']:.3f}")

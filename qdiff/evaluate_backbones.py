@@ -13,6 +13,8 @@ Per sample: length, consecutive Cα-Cα distance statistics, clashes (Cα pairs 
   novelty = mean over samples of the highest TM-score to a reference training chain (normalized by the
   sample's length; lower is more novel).
 The reference set is the store's test split (or all chains); novelty uses its training split.
+With `designability > 0`, the first that many samples go through the optional ProteinMPNN + ESMFold
+tier (qdiff.eval.designability); without the tools it is recorded as skipped with the reason.
 """
 from __future__ import annotations
 
@@ -82,11 +84,29 @@ def tm_diversity(traces: list[np.ndarray], max_pairs: int, rng: np.random.Genera
             "clusters_exact": len(scores) == n * (n - 1) // 2}
 
 
+def designability_tier(generated: list[np.ndarray], names: list[str], count: int, workdir: Path) -> dict:
+    """Write the first `count` samples as Cα PDB files and run the designability tier on them."""
+    from .data.ca_pdb import write_ca_pdb
+    from .eval.designability import designability, designability_tools
+
+    tools = designability_tools()
+    if tools is None:
+        return designability([], None, workdir)
+    pdbs = []
+    for ca, name in list(zip(generated, names))[:count]:
+        path = workdir / "backbones" / f"{name}.pdb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_ca_pdb(ca, path)
+        pdbs.append(path)
+    return designability(pdbs, tools, workdir)
+
+
 def evaluate_backbones(samples: str | Path, reference: str | Path, out: str | Path, *, max_pairs: int = 2000,
-                       novelty_reference: int = 200, seed: int = 0, progress: bool = True) -> dict:
+                       novelty_reference: int = 200, seed: int = 0, designability: int = 0, progress: bool = True) -> dict:
     rng = np.random.default_rng(seed)
     with ProteinStore(samples, PROTEIN_SAMPLES_SCHEMA) as s, ProteinStore(reference) as r:
         generated = ca_traces(s, range(len(s)))
+        names = s.ids()
         reference_set = ca_traces(r, _split_rows(r, "test"))
         train_rows = _split_rows(r, "train")
         if len(train_rows) > novelty_reference:
@@ -133,5 +153,7 @@ def evaluate_backbones(samples: str | Path, reference: str | Path, out: str | Pa
         "steps": settings.get("steps"), **meta, "ideal_ca_ca": CA_CA, "reference_chains": len(reference_set),
         "metrics": metrics, "per_sample": rows,
     }
+    if designability:
+        result["designability"] = designability_tier(generated, names, designability, Path(out).with_suffix(".designability"))
     atomic_write_text(out, json.dumps(result, indent=2, sort_keys=True, default=float) + "\n")
     return result

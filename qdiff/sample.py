@@ -29,6 +29,7 @@ from .atomic import atomic_path
 from .data.molecule_store import SAMPLES_SCHEMA, MoleculeStore, MoleculeStoreWriter
 from .data.protein_store import PROTEIN_SAMPLES_SCHEMA, ProteinStore, ProteinStoreWriter
 from .data.records import MoleculeRecord
+from .data.ca_pdb import write_ca_pdb
 from .data.residues import CA
 from .data.sources.mmcif import ChainRecord, StructureRecord
 from .diffusion import denoiser_noise_schedule, gaussian_prior, fields_from_denoiser, fields_from_velocity, interpolant_from_spec, sample_ode, sample_sde, sampler_geometry
@@ -193,25 +194,6 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
         summary["sdf"] = str(Path(out).with_suffix(".sdf"))
         summary["sdf_entries"] = write_sdf(records, summary["sdf"])
     return summary
-
-
-def write_ca_pdb(ca: np.ndarray, path: str | Path, chain_id: str = "A") -> None:
-    """A Cα-only PDB file (residues UNK, numbered from 1) written with Biopython, atomically."""
-    from Bio.PDB import PDBIO
-    from Bio.PDB.StructureBuilder import StructureBuilder
-
-    builder = StructureBuilder()
-    builder.init_structure(Path(path).stem)
-    builder.init_model(0)
-    builder.init_chain(chain_id)
-    builder.init_seg("    ")
-    for i, xyz in enumerate(np.asarray(ca, dtype=np.float32), start=1):
-        builder.init_residue("UNK", " ", i, " ")
-        builder.init_atom("CA", xyz, 0.0, 1.0, " ", " CA ", element="C")
-    io = PDBIO()
-    io.set_structure(builder.get_structure())
-    with atomic_path(path) as tmp:
-        io.save(str(tmp))
 
 
 def backbone_lengths(store: str | Path, config: dict, seed: int, max_chains: int | None) -> list[tuple[int, int]]:

@@ -84,3 +84,70 @@ def test_report_puts_backbones_and_conformers_side_by_side(tmp_path, reference):
     md = (tmp_path / "report" / "summary.md").read_text()
     assert "pair-dist JSD" in md and "synthetic backbones" in md and md.count("| quotient |") == 1
     assert (tmp_path / "report" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+
+
+FAKE_MPNN = '''import argparse, pathlib
+p = argparse.ArgumentParser()
+for flag in ("--pdb_path", "--num_seq_per_target", "--sampling_temp", "--seed", "--batch_size", "--out_folder"):
+    p.add_argument(flag)
+p.add_argument("--ca_only", action="store_true")
+a = p.parse_args()
+assert a.ca_only
+n = sum(1 for line in open(a.pdb_path) if line.startswith("ATOM"))
+out = pathlib.Path(a.out_folder) / "seqs"
+out.mkdir(parents=True, exist_ok=True)
+records = [">native\\n" + "X" * n] + [f">T=0.1, sample={k}\\n" + "A" * n for k in range(1, int(a.num_seq_per_target) + 1)]
+(out / (pathlib.Path(a.pdb_path).stem + ".fa")).write_text("\\n".join(records) + "\\n")
+'''
+
+# "Folds" every sequence into an ideal α-helix (Cα rise 1.5 Å, 100° per residue, radius 2.3 Å).
+FAKE_FOLD = '''import argparse, math, pathlib
+p = argparse.ArgumentParser()
+p.add_argument("-i")
+p.add_argument("-o")
+a = p.parse_args()
+out = pathlib.Path(a.o)
+out.mkdir(parents=True, exist_ok=True)
+name = None
+for line in open(a.i):
+    if line.startswith(">"):
+        name = line[1:].strip()
+    elif line.strip():
+        rows = [f"ATOM  {k + 1:5d}  CA  ALA A{k + 1:4d}    {2.3 * math.cos(math.radians(100 * k)):8.3f}"
+                f"{2.3 * math.sin(math.radians(100 * k)):8.3f}{1.5 * k:8.3f}  1.00  0.00           C" for k in range(len(line.strip()))]
+        (out / f"{name}.pdb").write_text("\\n".join(rows) + "\\nEND\\n")
+'''
+
+
+def helix(n):
+    k = np.arange(n)
+    return np.stack([2.3 * np.cos(np.radians(100 * k)), 2.3 * np.sin(np.radians(100 * k)), 1.5 * k], axis=1)
+
+
+def test_designability_tier_runs_the_named_tools_and_skips_without_them(tmp_path, monkeypatch, reference):
+    import sys
+
+    from qdiff.evaluate_backbones import designability_tier
+
+    walk = np.cumsum(np.random.default_rng(0).normal(0, 2.2, (30, 3)), axis=0)
+    monkeypatch.delenv("QDIFF_PROTEINMPNN", raising=False)
+    monkeypatch.setenv("QDIFF_FOLD_CMD", "")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    skipped = designability_tier([helix(30)], ["h"], 1, tmp_path / "none")
+    assert skipped["status"] == "skipped" and "QDIFF_PROTEINMPNN" in skipped["reason"]
+
+    mpnn = tmp_path / "ProteinMPNN"
+    mpnn.mkdir()
+    (mpnn / "protein_mpnn_run.py").write_text(FAKE_MPNN)
+    fold = tmp_path / "fake_fold.py"
+    fold.write_text(FAKE_FOLD)
+    monkeypatch.setenv("QDIFF_PROTEINMPNN", str(mpnn))
+    monkeypatch.setenv("QDIFF_FOLD_CMD", f"{sys.executable} {fold}")
+    result = designability_tier([helix(30), walk], ["helix", "walk"], 2, tmp_path / "work")
+    assert result["status"] == "done" and result["designable_fraction"] == 0.5
+    by_name = {r["name"]: r for r in result["per_backbone"]}
+    assert by_name["helix"]["designable"] and by_name["helix"]["sc_rmsd"] < 0.01 and by_name["helix"]["sequences"] == 8
+    assert not by_name["walk"]["designable"] and by_name["walk"]["sc_rmsd"] > 2.0
+    monkeypatch.setenv("QDIFF_FOLD_CMD", "false")
+    with pytest.raises(RuntimeError, match="failed with status 1; see .*tools.log"):
+        designability_tier([helix(30)], ["again"], 1, tmp_path / "broken")
