@@ -148,6 +148,8 @@ def test_designability_tier_runs_the_named_tools_and_skips_without_them(tmp_path
     by_name = {r["name"]: r for r in result["per_backbone"]}
     assert by_name["helix"]["designable"] and by_name["helix"]["sc_rmsd"] < 0.01 and by_name["helix"]["sequences"] == 8
     assert not by_name["walk"]["designable"] and by_name["walk"]["sc_rmsd"] > 2.0
-    monkeypatch.setenv("QDIFF_FOLD_CMD", "false")
+    broken = tmp_path / "broken_fold.py"
+    broken.write_text("import sys; sys.exit(1)")
+    monkeypatch.setenv("QDIFF_FOLD_CMD", f"{sys.executable} {broken}")
     with pytest.raises(RuntimeError, match="failed with status 1; see .*tools.log"):
         designability_tier([helix(30)], ["again"], 1, tmp_path / "broken")

@@ -13,6 +13,7 @@ Otherwise `designability_tools()` returns None and the caller records the tier a
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def designability_tools() -> DesignabilityTools | None:
     fold = os.environ.get("QDIFF_FOLD_CMD") or (shutil.which("esm-fold") or "")
     if not mpnn or not (Path(mpnn) / "protein_mpnn_run.py").is_file() or not fold:
         return None
-    return DesignabilityTools(Path(mpnn), fold.split())
+    return DesignabilityTools(Path(mpnn), shlex.split(fold))
 
 
 def read_fasta(path: Path) -> list[tuple[str, str]]:
