@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--molecules", type=int, default=200)
     parser.add_argument("--conformers", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--geom-references", type=int, default=100, help="assumed references per GEOM-DRUGS test molecule")
+    parser.add_argument("--plausibility", type=int, default=2, help="conformers per molecule checked for plausibility (0: off)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="qdiff-eval-bench-"))
     ref = work / "ref.h5"
@@ -44,10 +46,18 @@ def main() -> None:
                                  np.ones(len(pos), np.float32), np.full(len(pos), np.nan)), source_row=row)
         n = len(r)
     start = time.perf_counter()
-    result = evaluate(samples, ref, work / "metrics.json", workers=args.workers, progress=False)
+    result = evaluate(samples, ref, work / "metrics.json", workers=args.workers, plausibility_per_molecule=args.plausibility, progress=False)
     wall = time.perf_counter() - start
-    print(f"evaluate: {n} molecules, {pairs} RMSD pairs, workers={args.workers}: {wall:.1f} s, "
-          f"{n / wall:.1f} molecules/s, {pairs / wall:.0f} pairs/s; failed {result['metrics']['zero']['n_failed']}")
+    print(f"evaluate: {n} molecules, {pairs} RMSD pairs, plausibility on {result['plausibility_conformers']} conformers, "
+          f"workers={args.workers}: {wall:.1f} s, {n / wall:.1f} molecules/s, {pairs / wall:.0f} pairs/s; "
+          f"failed {result['metrics']['zero']['n_failed']}")
+    if args.plausibility:
+        print("(the projection below needs --plausibility 0: RMSD cost scales with pairs, plausibility with molecules)")
+    else:
+        refs = args.geom_references
+        geom_pairs = 1000 * refs * 2 * refs  # 1,000 test molecules, `refs` references each, 2 x references samples
+        print(f"projected RMSD part for the GEOM-DRUGS test set (1,000 molecules x {refs} references x {2 * refs} samples, "
+              f"an assumption: --geom-references): {geom_pairs / (pairs / wall) / 60:.1f} min (target < 10 min on 2 cores)")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Intramolecular checks come from PoseBusters (`PoseBusters(config="mol")`: sanitization, bond
 lengths and angles within the distance-geometry bounds, internal steric clashes, ring and double
-bond flatness, internal energy against an ETKDG ensemble). Stereochemistry is ours: the tetrahedral
+bond flatness; the internal-energy check against an ETKDG ensemble only with `energy=True`, as it
+costs about 80% of the time). Stereochemistry is ours: the tetrahedral
 (CIP) and double-bond labels assigned from the 3D coordinates must equal those of the reference
 conformer (RDKit `AssignStereochemistryFrom3D`). A conformer passes when every check passes.
 """
@@ -24,24 +25,29 @@ def stereo_labels(mol) -> tuple:
     return centres, bonds
 
 
-def posebusters_checks(mols: list) -> list[dict[str, bool]]:
+def posebusters_checks(mols: list, energy: bool = False) -> list[dict[str, bool]]:
     """PoseBusters' intramolecular ("mol") checks of each molecule: {check: passed}."""
+    import copy
+
     from posebusters import PoseBusters
 
     if not mols:
         return []
-    table = PoseBusters(config="mol").bust(list(mols), None, None, full_report=False)
+    config = copy.deepcopy(PoseBusters(config="mol").config)
+    if not energy:
+        config["modules"] = [m for m in config["modules"] if m["function"] != "energy_ratio"]
+    table = PoseBusters(config=config).bust(list(mols), None, None, full_report=False)
     skip = {"mol_pred_loaded"}
     return [{k: bool(v) for k, v in row.items() if k not in skip} for _, row in table.iterrows()]
 
 
-def plausibility(reference, generated: list) -> dict:
+def plausibility(reference, generated: list, energy: bool = False) -> dict:
     """Pass fractions over `generated` (RDKit molecules with one conformer each, same atom order
     as `reference`): one entry per check plus `all`."""
     if not generated:
         return {}
     expected = stereo_labels(reference)
-    rows = posebusters_checks(generated)
+    rows = posebusters_checks(generated, energy)
     for row, mol in zip(rows, generated):
         row[STEREO_CHECK] = stereo_labels(mol) == expected
     keys = list(rows[0])
