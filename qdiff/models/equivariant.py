@@ -1,6 +1,10 @@
-"""An SE(3)-equivariant conformer network with e3nn: tensor products of node features with the
-spherical harmonics (l <= 2) of relative positions, weighted by a radial MLP of the distance and
-the bond order, gated nonlinearities, and a final l = 1 (vector) output per atom."""
+"""An SE(3)-equivariant conformer network with e3nn (NequIP-style interaction blocks): depthwise
+("uvu") tensor products of neighbour features with the spherical harmonics (l <= 2) of relative
+positions, weighted per edge by a radial MLP of the distance and the bond order, summed over
+neighbours, mixed by an equivariant linear layer, gated nonlinearities, and a final l = 1 (vector)
+output per atom. Depthwise products keep the per-edge weights at one per (channel, path) instead
+of a fully connected product's (channel_in x channel_out) per path: 264 instead of 17,856 numbers
+per edge at 96x0e + 24x1o, which is what lets dense all-pair batches of drug-sized molecules fit."""
 from __future__ import annotations
 
 import torch
@@ -12,13 +16,28 @@ from torch import Tensor, nn
 from .embeddings import N_BOND_CODES, AtomEncoder, dense_bond_codes
 
 
+def depthwise_paths(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, targets: o3.Irreps) -> tuple[o3.Irreps, list]:
+    """Output irreps and "uvu" instructions of every path irreps_in x irreps_sh -> an irrep in targets."""
+    wanted = {ir for _, ir in targets}
+    mid, instructions = [], []
+    for i, (mul, ir_in) in enumerate(irreps_in):
+        for j, (_, ir_sh) in enumerate(irreps_sh):
+            for ir_out in ir_in * ir_sh:
+                if ir_out in wanted:
+                    instructions.append((i, j, len(mid), "uvu", True))
+                    mid.append((mul, ir_out))
+    return o3.Irreps(mid), instructions
+
+
 class E3Layer(nn.Module):
     def __init__(self, irreps_in: o3.Irreps, scalars: int, vectors: int, n_radial: int, edge_dim: int):
         super().__init__()
         self.sh = o3.Irreps.spherical_harmonics(2)
         self.gate = Gate(f"{scalars}x0e", [nn.functional.silu], f"{vectors}x0e", [torch.sigmoid], f"{vectors}x1o")
-        self.tp = o3.FullyConnectedTensorProduct(irreps_in, self.sh, self.gate.irreps_in, shared_weights=False)
+        irreps_mid, instructions = depthwise_paths(irreps_in, self.sh, self.gate.irreps_in)
+        self.tp = o3.TensorProduct(irreps_in, self.sh, irreps_mid, instructions, shared_weights=False, internal_weights=False)
         self.radial = nn.Sequential(nn.Linear(n_radial + edge_dim, 64), nn.SiLU(), nn.Linear(64, self.tp.weight_numel))
+        self.mix = o3.Linear(irreps_mid, self.gate.irreps_in)
         self.self_interaction = o3.Linear(irreps_in, self.gate.irreps_out)
         self.irreps_out = self.gate.irreps_out
 
@@ -27,7 +46,7 @@ class E3Layer(nn.Module):
         hj = h[:, None, :, :].expand(B, N, N, h.shape[-1])
         messages = self.tp(hj, sh, self.radial(edge_features)) * pair_mask[..., None]
         agg = messages.sum(2) / pair_mask.sum(-1, keepdim=True).clamp_min(1.0)
-        return self.gate(agg) + self.self_interaction(h)
+        return self.gate(self.mix(agg)) + self.self_interaction(h)
 
 
 class E3Conformer(nn.Module):
