@@ -8,11 +8,15 @@ times out or fails counts as a model failure under both stated conventions ("zer
 Chemical plausibility (PoseBusters' intramolecular checks + preserved stereochemistry, see
 qdiff.eval.plausibility) is checked on the first `plausibility` generated conformers of each
 molecule (0 turns it off) and reported as pass fractions averaged over molecules.
+Resumable: each finished molecule is kept in `<out>.partial/` (keyed to the samples, reference and
+settings); a re-run after an interruption evaluates only the rest, and the folder is removed once
+the metrics file is written.
 """
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +50,34 @@ def _plausibility_summary(checks: list[dict]) -> dict:
             "plausibility_errors": [c["error"] for c in checks if "error" in c]}
 
 
+class PartialResults:
+    """Per-molecule results of an interrupted evaluation: `<out>.partial/<k>.npz` (RMSD matrix and
+    plausibility JSON), valid only for the fingerprint recorded in `key.json`."""
+
+    def __init__(self, out: str | Path, fingerprint: dict):
+        self.dir = Path(str(out) + ".partial")
+        key = self.dir / "key.json"
+        if self.dir.is_dir() and (not key.is_file() or json.loads(key.read_text()) != fingerprint):
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(key, json.dumps(fingerprint, sort_keys=True))
+
+    def get(self, k: int) -> tuple[np.ndarray, dict] | None:
+        path = self.dir / f"{k}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            return data["rmsd"], json.loads(str(data["checks"]))
+
+    def put(self, k: int, matrix: np.ndarray, checks: dict) -> None:
+        tmp = self.dir / f"{k}.tmp.npz"
+        np.savez(tmp, rmsd=matrix, checks=json.dumps(checks))
+        tmp.replace(self.dir / f"{k}.npz")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, threshold: float | None = None,
              workers: int = 2, timeout_s: float = 120.0, max_matches: int = 10_000, plausibility_per_molecule: int = 2,
              progress: bool = True) -> dict:
@@ -62,15 +94,24 @@ def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, thr
             jobs.append((ref, gen, max_matches, plausibility_per_molecule))
         settings = json.loads(s.attrs.get("settings", "{}"))
         meta = {"nfe_per_sample": s.attrs.get("nfe_per_sample"), "mean_path_length": s.attrs.get("mean_path_length")}
+    stat = Path(samples).stat()
+    partial = PartialResults(out, {"samples": str(Path(samples).resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+                                   "reference": str(Path(reference).resolve()), "max_matches": max_matches,
+                                   "plausibility": plausibility_per_molecule})
+    done = {k: partial.get(k) for k in range(len(jobs))}
     rmsds: list[np.ndarray | None] = []
     checks: list[dict] = []
     failures: dict[str, str] = {}
     ctx = mp.get_context("fork")  # evaluation imports no torch; fork avoids re-importing __main__
     with ctx.Pool(max(1, workers)) as pool:
-        pending = [pool.apply_async(_molecule_metrics, (job,)) for job in jobs]
-        for mol_id, handle in progress_bar(list(zip(ids, pending)), desc="evaluate", unit="mol", enabled=progress):
+        pending = [None if done[k] is not None else pool.apply_async(_molecule_metrics, (job,)) for k, job in enumerate(jobs)]
+        for k, (mol_id, handle) in enumerate(progress_bar(list(zip(ids, pending)), desc="evaluate", unit="mol", enabled=progress)):
             try:
-                matrix, passed = handle.get(timeout=timeout_s)
+                if handle is None:
+                    matrix, passed = done[k]
+                else:
+                    matrix, passed = handle.get(timeout=timeout_s)
+                    partial.put(k, matrix, passed)
                 rmsds.append(matrix)
                 if passed:
                     checks.append(passed)
@@ -98,4 +139,5 @@ def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, thr
         result["rmsd_to_reference"] = {"min_mean": float(np.mean([x.min() for x in ok])) if ok else float("nan"),
                                        "mean_mean": float(np.mean([x.mean() for x in ok])) if ok else float("nan")}
     atomic_write_text(out, json.dumps(result, indent=2, sort_keys=True, default=float) + "\n")
+    partial.remove()
     return result

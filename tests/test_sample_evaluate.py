@@ -141,3 +141,35 @@ def test_evaluate_reports_plausibility(tmp_path, drugs):
     assert result["plausibility"]["all"] == 1.0 and result["plausibility_conformers"] == 4 and not result["plausibility_errors"]
     off = evaluate(samples, drugs, tmp_path / "m0.json", plausibility_per_molecule=0, progress=False)
     assert off["plausibility"] == {} and off["plausibility_conformers"] == 0
+
+
+def test_evaluation_resumes_from_partial_results(tmp_path, drugs, monkeypatch):
+    """Molecules finished before an interruption are not recomputed; the result is the same."""
+    import qdiff.evaluate as ev
+
+    samples = tmp_path / "s.h5"
+    write_samples(samples, drugs, lambda p: p + np.random.default_rng(1).normal(0, 0.5, p.shape))
+    full = evaluate(samples, drugs, tmp_path / "full.json", workers=1, plausibility_per_molecule=0, progress=False)
+    assert not (tmp_path / "full.json.partial").exists()
+
+    def interrupted(items, **kw):
+        for k, item in enumerate(items):
+            if k == 2:
+                raise KeyboardInterrupt  # the run dies while waiting for the third molecule
+            yield item
+
+    monkeypatch.setattr(ev, "progress_bar", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(samples, drugs, tmp_path / "m.json", workers=1, plausibility_per_molecule=0, progress=False)
+    assert not (tmp_path / "m.json").exists() and len(list((tmp_path / "m.json.partial").glob("*.npz"))) == 2
+    computed = []
+
+    def counting(items, **kw):
+        for item in items:
+            computed.append(item[1] is not None)  # (molecule id, pending job or None when loaded)
+            yield item
+
+    monkeypatch.setattr(ev, "progress_bar", counting)
+    resumed = evaluate(samples, drugs, tmp_path / "m.json", workers=1, plausibility_per_molecule=0, progress=False)
+    assert computed == [False, False, True, True]  # only the two molecules not finished before
+    assert resumed["metrics"] == full["metrics"] and not (tmp_path / "m.json.partial").exists()

@@ -6,7 +6,8 @@ rule train_model:
     input:
         "results/data/{dataset}.h5",
     output:
-        "results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
+        # protected: a finished model is not overwritten by accident (delete it to retrain)
+        protected("results/runs/{dataset}/{treatment}/seed{seed}/model.pt"),
     log:
         "logs/runs/{dataset}/{treatment}/seed{seed}/train.log",
     benchmark:
@@ -38,6 +39,8 @@ rule sample_model:
         "results/runs/{dataset}/{treatment}/seed{seed}/samples.h5",
     log:
         "logs/runs/{dataset}/{treatment}/seed{seed}/sample.log",
+    benchmark:
+        "logs/benchmarks/runs/{dataset}/{treatment}/seed{seed}/sample.tsv"
     conda:
         "../../envs/qdiff.yaml"
     threads: 1
@@ -60,6 +63,8 @@ rule evaluate_model:
         "results/runs/{dataset}/{treatment}/seed{seed}/metrics.json",
     log:
         "logs/runs/{dataset}/{treatment}/seed{seed}/evaluate.log",
+    benchmark:
+        "logs/benchmarks/runs/{dataset}/{treatment}/seed{seed}/evaluate.tsv"
     conda:
         "../../envs/qdiff.yaml"
     threads: 2
@@ -104,6 +109,8 @@ use rule evaluate_model as evaluate_sweep with:
         "results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/metrics.json",
     log:
         "logs/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/evaluate.log",
+    benchmark:
+        "logs/benchmarks/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/evaluate.tsv"
 
 
 rule report:
