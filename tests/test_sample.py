@@ -312,3 +312,13 @@ def test_a_tiny_model_overfits_one_backbone(one_backbone, tmp_path, treatment):
         reference = torch.tensor(np.array(target), dtype=torch.float32).expand(8, -1, -1)
         medians.append(float(rmsd(x.float() / config["coord_scale"], reference).median()))
     assert medians[1] < 1.5 < 5 < medians[0], medians
+
+
+def test_molecules_are_packed_by_size_within_cloud_and_pair_budgets():
+    from qdiff.sample import pack_molecules
+
+    counts, sizes = [4, 4, 4, 4, 40], [30, 10, 31, 11, 12]
+    groups = pack_molecules(counts, sizes, max_clouds=10, max_pairs=10 * 31**2)
+    assert sorted(j for g in groups for j in g) == [0, 1, 2, 3, 4]
+    assert groups[0] == [1, 3] and [4] in groups and [0, 2] in groups  # similar sizes together; the big one alone
+    assert pack_molecules(counts, sizes, max_clouds=100, max_pairs=8 * 31**2) == [[1, 3, 4], [0, 2]]  # 48 x 12² fits, 52 x 30² not
