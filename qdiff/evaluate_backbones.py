@@ -48,7 +48,7 @@ def _split_rows(store: ProteinStore, part: str) -> np.ndarray:
     names = store.split_names()
     if not names:
         return np.arange(len(store))
-    return np.asarray(store.h5[f"splits/{names[0]}/{part}"][()])
+    return store.split(names[0], part)
 
 
 def per_sample(ca: np.ndarray) -> dict:
