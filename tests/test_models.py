@@ -5,6 +5,7 @@ import torch
 from qdiff.data.dataset import collate_molecules
 from qdiff.geometry import apply_rotation, random_rotation
 from qdiff.models import BackboneTransformer, build_model, count_parameters
+from qdiff.models.graph import molecule_graph, within_molecule_pairs
 
 
 def molecule_batch(B=3, N=7, seed=0):
@@ -40,9 +41,10 @@ def test_molecule_networks_are_se3_equivariant(name):
     assert count_parameters(model) > 1000
 
 
-def test_padding_does_not_change_the_molecule_output():
+@pytest.mark.parametrize("name", ["egnn", "e3nn"])
+def test_padding_does_not_change_the_molecule_output(name):
     torch.manual_seed(0)
-    model = build_model("egnn").double()
+    model = build_model(name).double()
     batch = molecule_batch()
     x = batch["pos"].double()
     t = torch.full((3,), 0.3, dtype=torch.float64)
@@ -50,6 +52,52 @@ def test_padding_does_not_change_the_molecule_output():
     x2 = x.clone()
     x2[~batch["mask"]] = 100.0  # garbage in padding
     assert torch.allclose(model(batch, x2, t)[batch["mask"]], full[batch["mask"]], atol=1e-9)
+
+
+def test_e3nn_output_of_a_molecule_does_not_depend_on_its_batch_companions():
+    torch.manual_seed(0)
+    model = build_model("e3nn", ffn_mult=2).double()
+    batch = molecule_batch()
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    together = model(batch, batch["pos"].double(), t)
+    alone = molecule_batch(B=1)  # the first molecule of the same seed, alone in its batch
+    assert torch.allclose(alone["pos"][0], batch["pos"][0])
+    assert torch.allclose(model(alone, alone["pos"].double(), t[:1])[0], together[0], atol=1e-10)
+
+
+def test_within_molecule_pairs_lists_every_ordered_pair_of_each_molecule_once():
+    src_dst = within_molecule_pairs(torch.tensor([3, 1, 2]))
+    pairs = sorted(zip(*(v.tolist() for v in src_dst)))
+    expected = sorted((i, j) for lo, hi in [(0, 3), (3, 4), (4, 6)] for i in range(lo, hi) for j in range(lo, hi) if i != j)
+    assert pairs == expected
+
+
+def test_molecule_graph_keeps_bonds_at_any_distance_and_drops_far_unbonded_pairs():
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    x = torch.zeros(2, 4, 3)
+    x[0, :3, 0] = torch.tensor([0.0, 20.0, 1.0])  # atom 1 is bonded to atom 0 but 20 Å away
+    x[1, :, 0] = torch.tensor([0.0, 1.0, 2.0, 30.0])  # atom 3 is far and unbonded
+    bond_index = torch.tensor([[0, 1], [4 + 0, 4 + 1]])
+    graph = molecule_graph(mask, x, bond_index, torch.tensor([2, 1]), cutoff=5.0)
+    edges = {(int(s), int(d)): int(b) for s, d, b in zip(graph.src, graph.dst, graph.bond)}
+    # nodes: molecule 0 -> 0, 1, 2; molecule 1 -> 3, 4, 5, 6
+    assert edges[(0, 1)] == edges[(1, 0)] == 2 and edges[(3, 4)] == 1 and edges[(0, 2)] == 0
+    assert (1, 2) not in edges and not any(6 in e for e in edges) and (2, 3) not in edges
+    assert graph.n_nodes == 7 and graph.padded(graph.nodes(x), (2, 4)).equal(x * mask[..., None])
+
+
+def test_e3nn_is_continuous_as_a_pair_crosses_the_cutoff():
+    torch.manual_seed(0)
+    model = build_model("e3nn", cutoff=3.0).double()
+    batch = molecule_batch(B=1, N=4)
+    batch["bond_index"] = batch["bond_index"][:0]
+    batch["bond_order"] = batch["bond_order"][:0]
+    x = torch.zeros(1, 4, 3, dtype=torch.float64)
+    x[0, 1, 0], x[0, 2, 1], x[0, 3, 2] = 1.0, 1.2, 3.0 - 1e-7  # atom 3 sits on atom 0's cutoff sphere
+    t = torch.tensor([0.5], dtype=torch.float64)
+    inside = model(batch, x, t)
+    x[0, 3, 2] = 3.0 + 1e-7
+    assert torch.allclose(model(batch, x, t), inside, atol=1e-6)
 
 
 def test_backbone_transformer_shapes_masks_and_self_conditioning():
