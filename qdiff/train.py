@@ -24,7 +24,7 @@ import torch
 from .atomic import atomic_path, atomic_write_text
 from .diffusion import check_treatment, interpolant_from_spec, treatment_loss
 from .geometry import apply_rotation, center, random_rotation
-from .models import count_parameters, model_from_spec
+from .models import compile_network, count_parameters, model_from_spec
 from .progress import progress_bar
 from .tasks import task_for
 
@@ -56,11 +56,12 @@ DEFAULTS = {
     "rotation_augmentation": True,
     "precision": "fp32",
     "device": "auto",
+    "compile": False,
     "tensorboard": False,
     "seed": 0,
 }
 # Settings that change how a run executes, not what it computes: a run may resume with others.
-RUNTIME_KEYS = ("device", "tensorboard", "checkpoint_every", "checkpoint_minutes", "val_every")
+RUNTIME_KEYS = ("device", "compile", "tensorboard", "checkpoint_every", "checkpoint_minutes", "val_every")
 PRECISIONS = ("fp32", "bf16")
 EXIT_PREEMPTED = 143
 
@@ -80,6 +81,8 @@ def resolve_config(overrides: dict) -> dict:
     check_treatment(config["treatment"])
     if config["precision"] not in PRECISIONS:
         raise ValueError(f"precision {config['precision']!r}: choose one of {PRECISIONS}")
+    if not (isinstance(config["compile"], bool) or (isinstance(config["compile"], str) and config["compile"])):
+        raise ValueError(f"compile {config['compile']!r}: true, false or a torch.compile backend name (e.g. inductor)")
     if not 0.0 <= float(config["self_condition"]) <= 1.0:
         raise ValueError(f"self_condition {config['self_condition']!r}: a probability in [0, 1]")
     return config
@@ -166,6 +169,8 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
         else:
             self.net = self.model
+        if c["compile"]:
+            self.net = compile_network(self.net, c["compile"])
         self.interpolant = interpolant_from_spec(c["interpolant"])
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=c["lr"], betas=tuple(c["betas"]), eps=c["adam_eps"], weight_decay=c["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(s, c["warmup_steps"], c["steps"]))

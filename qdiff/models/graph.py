@@ -50,6 +50,7 @@ def within_molecule_pairs(counts: Tensor) -> tuple[Tensor, Tensor]:
     return (first[molecule] + i)[keep], (first[molecule] + j)[keep]
 
 
+@torch.compiler.disable  # data-dependent sizes: built eagerly, the layers on top compile
 def molecule_graph(mask: Tensor, x: Tensor, bond_index: Tensor, bond_order: Tensor, cutoff: float) -> MoleculeGraph:
     """Edges: every bond (both directions, at any distance) and every other same-molecule pair
     closer than `cutoff` at the coordinates x [B, N, 3]. `bond_index` [E, 2] holds padded-batch
