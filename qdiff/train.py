@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -144,10 +145,6 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _rng_state(gen: torch.Generator, order_rng: np.random.Generator) -> dict:
-    return {"torch": gen.get_state(), "order": order_rng.bit_generator.state}
-
-
 class Trainer:
     def __init__(self, store: str | Path, run_dir: str | Path, config: dict, progress: bool = True):
         self.store, self.run_dir, self.config, self.progress = Path(store), Path(run_dir), config, progress
@@ -180,16 +177,22 @@ class Trainer:
         self.order = self.order_rng.permutation(len(self.dataset))
         self.grad_history: list[float] = []
         self.best_val = float("inf")
+        self._consumed: tuple | None = None
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict:
         return {
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch, "position": self.position,
-            "order": torch.from_numpy(self.order.copy()), "rng": _rng_state(self.gen, self.order_rng),
+            "scheduler": self.scheduler.state_dict(), "step": self.step, **self._data_order(),
             "rank_rng": self._gather_rng(),
             "grad_history": [float(g) for g in self.grad_history], "best_val": float(self.best_val), "config": json.dumps(self.config),
         }
+
+    def _data_order(self) -> dict:
+        """Where the data order stands after the last consumed batch (a prefetched one not counted)."""
+        epoch, position, order, order_rng = self._consumed or (self.epoch, self.position, self.order, self.order_rng.bit_generator.state)
+        return {"epoch": epoch, "position": position, "order": torch.from_numpy(order.copy()),
+                "rng": {"torch": self.gen.get_state(), "order": order_rng}}
 
     def load(self, path: Path) -> None:
         state = torch.load(path, map_location=self.device, weights_only=True)
@@ -201,6 +204,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.order = state["order"].cpu().numpy()
+        self.dataset.set_epoch(self.epoch)  # the epoch's conformer choices
         rng = state["rank_rng"][self.rank] if len(state["rank_rng"]) == self.world else state["rng"]["torch"]
         self.gen.set_state(rng.cpu())
         self.order_rng.bit_generator.state = state["rng"]["order"]
@@ -233,6 +237,13 @@ class Trainer:
                 torch.save(state, tmp)
 
     # ------------------------------------------------------------------ one step
+    def _prefetch(self, pool: ThreadPoolExecutor) -> Future:
+        """Draw the next batch's indices now and load it in the background (store reads, collate,
+        host-to-device copy overlap the running step); checkpoints keep the order state from
+        before this draw, so a resumed run loads the same batch again."""
+        self._consumed = (self.epoch, self.position, self.order, copy.deepcopy(self.order_rng.bit_generator.state))
+        return pool.submit(self.batch, self._next_indices())
+
     def _next_indices(self) -> list[int]:
         bs = self.config["batch_size"]
         if self.position + bs > len(self.order):
@@ -365,6 +376,7 @@ class Trainer:
         handler = _Preemption()
         previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGUSR1)}
         board = _tensorboard(self.run_dir / "tensorboard") if c["tensorboard"] and lead else None
+        pool = None
         log_path = self.run_dir / "log.csv"
         new_log = not log_path.is_file() or self.step == 0
         try:
@@ -374,12 +386,16 @@ class Trainer:
                     writer.writerow(["step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "val_loss"])
                 last_save = time.monotonic()
                 bar = progress_bar(total=c["steps"], initial=self.step, desc="train", unit="step", enabled=self.progress and lead)
+                pool = ThreadPoolExecutor(1, thread_name_prefix="qdiff-prefetch")
+                pending = None
                 while self.step < c["steps"]:
                     if stop_at is not None and self.step >= stop_at:
                         self.save()
                         return None
                     start = time.perf_counter()
-                    batch = self.batch(self._next_indices())
+                    batch = pending.result() if pending is not None else self.batch(self._next_indices())
+                    self._consumed = None
+                    pending = self._prefetch(pool) if self.step + 1 < c["steps"] else None
                     loss, grad_norm = self.train_step(batch)
                     if not math.isfinite(loss):
                         raise FloatingPointError(f"non-finite loss at step {self.step}; last checkpoint kept in {last.parent}")
@@ -418,6 +434,8 @@ class Trainer:
 
                 dist.barrier()
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             if board is not None:
                 board.close()
             for s, h in previous.items():

@@ -138,6 +138,10 @@ def test_demo_drugs_is_deterministic_and_labelled(tmp_path):
         assert len(store) == 6 and store.n_conformers <= 24
         w = store.molecule(0)["weights"]
         assert abs(w.sum() - 1) < 1e-5 and (np.diff(store.molecule(0)["energies"]) >= 0).all()
+        for row in range(len(store)):  # real ensembles, not copies of one conformer (RDKit seed 0)
+            positions = store.molecule(row)["positions"]
+            if positions.shape[0] > 1:
+                assert np.abs(positions[1:] - positions[0]).max() > 1e-3
 
 
 def test_fetch_geom_over_http_then_featurize(tmp_path, geom_raw):

@@ -44,6 +44,19 @@ def test_resumed_run_reproduces_the_uninterrupted_one(tmp_path, store):
     assert rows[0].startswith("step,epoch,loss") and rows[-1].startswith("24,")
 
 
+def test_resume_keeps_the_conformer_choices_of_a_multi_conformer_store(tmp_path):
+    """GEOM-like stores pick a conformer per molecule and epoch; a run resumed mid-training (with
+    the next batch already prefetched) must continue with the same choices and batches."""
+    store = tmp_path / "drugs.h5"
+    featurize("demo-drugs", None, store, {"max_molecules": 24, "n_conformers": 3}, progress=False)
+    config = {**SMALL, "split": None, "steps": 14, "batch_size": 6, "val_every": 0}
+    train(store, tmp_path / "full", config, progress=False)
+    Trainer(store, tmp_path / "cut", resolve_config(config), progress=False).run(stop_at=9)  # epoch 2 of 4-step epochs
+    train(store, tmp_path / "cut", config, progress=False)
+    a, b = params(tmp_path / "full"), params(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, store):
     run = tmp_path / "run"
     code = (

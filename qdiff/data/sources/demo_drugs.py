@@ -62,7 +62,9 @@ def conformer_ensemble(smiles: str, n_conformers: int, seed: int, timeout_s: int
     """(molecule with Hs, positions [C, N, 3], MMFF energies [C] kcal/mol); ValueError if none."""
     mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
     params = AllChem.ETKDGv3()
-    params.randomSeed = seed
+    # Never 0: RDKit's ETKDG embeds every conformer identically with randomSeed 0 (rdkit issue
+    # #1738, still so in 2026.09), which made each "ensemble" N copies of one conformer.
+    params.randomSeed = 0xF00D + seed
     params.timeout = timeout_s  # per-molecule guard: some molecules take minutes without one
     params.numThreads = 0
     ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n_conformers, params=params))
