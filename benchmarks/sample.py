@@ -1,6 +1,6 @@
 """Sampling throughput: conformers/s at 50 NFE (ODE, Euler) for a run of the demo or paper size.
 
-    python benchmarks/sample.py [--device cuda] [--compile] [--sizes demo,paper] [--molecules 20]
+    python benchmarks/sample.py [--device cuda] [--precision bf16] [--compile] [--sizes demo,paper] [--molecules 20]
 
 Trains nothing: the networks keep their initial weights (speed does not depend on them). Builds a
 demo-drugs store, writes a run folder with an untrained model.pt, and times `qdiff sample`'s
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="BACKEND",
                         help="torch.compile the network (inductor by default); compile time is excluded")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--sizes", default="demo,paper")
     parser.add_argument("--molecules", type=int, default=20)
     parser.add_argument("--steps", type=int, default=50)
@@ -55,11 +56,11 @@ def main() -> None:
                 if args.compile:  # compile outside the timed run
                     start = time.perf_counter()
                     sample_molecules(run, run / "warmup.h5", steps=2, max_molecules=args.molecules, device=args.device,
-                                     sdf=False, compile=args.compile, progress=False)
+                                     sdf=False, compile=args.compile, precision=args.precision, progress=False)
                     print(f"warm-up (compiling) run: {time.perf_counter() - start:.1f} s", flush=True)
                 start = time.perf_counter()
                 sample_molecules(run, run / "s.h5", steps=args.steps, max_molecules=args.molecules, device=args.device,
-                                 sdf=False, compile=args.compile, progress=False)
+                                 sdf=False, compile=args.compile, precision=args.precision, progress=False)
                 elapsed = time.perf_counter() - start
                 with h5py.File(run / "s.h5") as h5:
                     n = int(h5["conformers/mol"].shape[0])

@@ -261,6 +261,7 @@ def _add_model_commands(sub) -> None:
     s.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     s.add_argument("--compile", nargs="?", const=True, default=None, metavar="BACKEND",
                    help="torch.compile the network (default backend inductor); pays off on GPUs over many steps")
+    s.add_argument("--precision", choices=("fp32", "bf16"), help="bf16: autocast around the network only (default fp32)")
     s.add_argument("--multiplier", type=_positive_int, help="molecules: samples per reference conformer (ET-Flow: 2)")
     s.add_argument("--max-molecules", type=_positive_int, help="molecules: the first N test molecules only")
     s.add_argument("--lengths", type=lambda v: [int(x) for x in v.split(",")], help="backbones: comma-separated chain lengths "
@@ -329,7 +330,8 @@ def _run_sample(args: argparse.Namespace) -> int:
     summary = sample(args.run, args.out, sampler=args.sampler, steps=args.steps, seed=args.seed, noise_scale=args.noise_scale,
                      align_to_xt=args.align_to_xt, device=args.device, multiplier=args.multiplier,
                      max_molecules=args.max_molecules, lengths=args.lengths, per_length=args.per_length,
-                     max_chains=args.max_chains, pdb_dir=args.pdb_dir, compile=args.compile)
+                     max_chains=args.max_chains, pdb_dir=args.pdb_dir, compile=args.compile,
+                     precision=args.precision)
     count = f"{summary['molecules']} molecules" if summary["kind"] == "molecules" else f"{summary['backbones']} backbones"
     print(f"{args.out}: {count}, {summary['nfe']} NFE per sample, mean path length {summary['mean_path_length']:.3f}")
     return 0

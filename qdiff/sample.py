@@ -37,7 +37,7 @@ from .geometry import kabsch_align
 from .models import compile_network, model_from_spec
 from .progress import progress_bar
 from .tasks import task_for
-from .train import resolve_device
+from .train import network_autocast, resolve_device
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
@@ -59,14 +59,17 @@ class NetworkCall:
     `align_to_xt`, rotates the implied x̂1 onto x_t before returning the (re-derived) output.
     """
 
-    def __init__(self, forward: Callable, parameterization: str, self_conditioning: bool, align_to_xt: bool):
+    def __init__(self, forward: Callable, parameterization: str, self_conditioning: bool, align_to_xt: bool,
+                 precision: str = "fp32"):
         self.forward, self.parameterization = forward, parameterization
-        self.self_conditioning, self.align_to_xt = self_conditioning, align_to_xt
+        self.self_conditioning, self.align_to_xt, self.precision = self_conditioning, align_to_xt, precision
         self.previous: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         sc = self.previous if self.self_conditioning else None
-        out = self.forward(x.float(), t.float(), sc).to(x.dtype)
+        with network_autocast(self.precision, x.device.type):  # the sampler's own updates stay in fp32/fp64
+            out = self.forward(x.float(), t.float(), sc).float()
+        out = out.to(x.dtype)
         velocity = self.parameterization == "velocity"
         gap = (1 - t).view(-1, 1, 1).to(x.dtype)
         clean = x + gap * out if velocity else out
@@ -149,11 +152,12 @@ def pack_molecules(counts: list[int], sizes: list[int], max_clouds: int, max_pai
 def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, seed: int = 0, multiplier: int = 2,
                      max_molecules: int | None = None, noise_scale: float = 1.0, store: str | Path | None = None,
                      batch_samples: int = 512, batch_pairs: int | None = None, align_to_xt: bool = False, device: str = "auto", sdf: bool = True,
-                     compile: bool | str = False, progress: bool = True) -> dict:
+                     compile: bool | str = False, precision: str = "fp32", progress: bool = True) -> dict:
     """Conformers for the test molecules, packed by `pack_molecules` into padded batches of at most
     `batch_samples` clouds and `batch_pairs` padded atom pairs (default 2^16 on CPU, where small
     batches stay in cache: 16 s instead of 80 s at 2^20 for 20 drug-like molecules x 20 conformers;
-    2^22 on GPUs). `compile`: torch.compile the network (true or a backend name)."""
+    2^22 on GPUs). `compile`: torch.compile the network (true or a backend name); `precision`
+    bf16: autocast around the network only."""
     device = resolve_device(device)
     model, config, trained_on = load_run(run_dir, device)
     net = compile_network(model, compile) if compile else model
@@ -167,7 +171,7 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
     rows = dataset.rows[:max_molecules] if max_molecules else dataset.rows
     scale = config.get("coord_scale", 1.0)
     nfe, path_lengths = 0, []
-    settings = _settings(run_dir, config, sampler=sampler, steps=steps, seed=seed, multiplier=multiplier,
+    settings = _settings(run_dir, config, sampler=sampler, steps=steps, seed=seed, multiplier=multiplier, precision=precision,
                          noise_scale=noise_scale, align_to_xt=align_to_xt)
     with MoleculeStore(store) as ref, MoleculeStoreWriter(
         out, dataset=ref.attrs["dataset"], source=f"qdiff sample of {Path(run_dir).name}", schema=SAMPLES_SCHEMA, settings=settings,
@@ -180,7 +184,7 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
         for group in pack_molecules(counts, sizes, batch_samples, pairs):
             items = [dataset[j] for j in group for _ in range(counts[j])]
             batch = {key: v.to(device) for key, v in task.collate(items).items()}
-            call = NetworkCall(lambda x, t, sc: net(batch, x, t), config["parameterization"], False, align_to_xt)
+            call = NetworkCall(lambda x, t, sc: net(batch, x, t), config["parameterization"], False, align_to_xt, precision)
             x0 = torch.zeros(batch["pos"].shape, device=device)
             start = 0
             for j in group:  # per-molecule prior draws: ODE samples do not depend on the batching
@@ -229,7 +233,8 @@ def backbone_lengths(store: str | Path, config: dict, seed: int, max_chains: int
 def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_length: int = 1, sampler: str = "ode",
                      steps: int = 400, seed: int = 0, noise_scale: float = 0.45, max_chains: int | None = None,
                      batch_size: int = 64, align_to_xt: bool = False, device: str = "auto", pdb_dir: str | Path | None = None,
-                     store: str | Path | None = None, compile: bool | str = False, progress: bool = True) -> dict:
+                     store: str | Path | None = None, compile: bool | str = False, precision: str = "fp32",
+                     progress: bool = True) -> dict:
     """`per_length` Cα chains per length; coordinates returned to Å (÷ coord_scale)."""
     device = resolve_device(device)
     model, config, trained_on = load_run(run_dir, device)
@@ -248,7 +253,7 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
     pdb_dir = Path(pdb_dir) if pdb_dir else Path(out).with_suffix("")
     pdb_dir.mkdir(parents=True, exist_ok=True)
     sc = bool(getattr(model, "self_conditioning", False))
-    settings = _settings(run_dir, config, sampler=sampler, steps=steps, seed=seed, per_length=per_length,
+    settings = _settings(run_dir, config, sampler=sampler, steps=steps, seed=seed, per_length=per_length, precision=precision,
                          noise_scale=noise_scale, align_to_xt=align_to_xt)
     with ProteinStore(store) as ref:
         dataset_name = ref.attrs["dataset"]
@@ -262,7 +267,7 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
             mask = torch.zeros(len(chunk), L, dtype=torch.bool, device=device)
             for b, i in enumerate(chunk):
                 mask[b, : jobs[i][0]] = True
-            call = NetworkCall(lambda x, t, s: net(x, t, mask, s), config["parameterization"], sc, align_to_xt)
+            call = NetworkCall(lambda x, t, s: net(x, t, mask, s), config["parameterization"], sc, align_to_xt, precision)
             x0 = gaussian_prior((len(chunk), L, 3), mask, generator=gen, device=device)
             result = _run_sampler(call, config, x0, mask, sampler=sampler, steps=steps, noise_scale=noise_scale, generator=gen)
             nfe += result.nfe * len(chunk)
@@ -296,9 +301,9 @@ def sample(run_dir, out, **options) -> dict:
     kind = task_for(options.get("store") or trained_on, config["prior"], config["max_length"]).kind
     keep = {
         "molecules": {"sampler", "steps", "seed", "multiplier", "max_molecules", "noise_scale", "store", "batch_samples",
-                      "align_to_xt", "device", "sdf", "compile", "progress"},
+                      "align_to_xt", "device", "sdf", "compile", "precision", "progress"},
         "backbones": {"lengths", "per_length", "sampler", "steps", "seed", "noise_scale", "max_chains", "batch_size",
-                      "align_to_xt", "device", "pdb_dir", "store", "compile", "progress"},
+                      "align_to_xt", "device", "pdb_dir", "store", "compile", "precision", "progress"},
     }[kind]
     ignored = sorted(k for k, v in options.items() if k not in keep and v is not None)
     if ignored:

@@ -94,6 +94,13 @@ def science_settings(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in RUNTIME_KEYS}
 
 
+def network_autocast(precision: str, device_type: str):
+    """The context for a network call: bf16 autocast, or nothing for fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose one of {PRECISIONS}")
+    return torch.autocast(device_type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
 def resolve_device(spec: str = "auto") -> torch.device:
     """'auto' -> CUDA when available, else CPU; under torchrun each rank takes cuda:LOCAL_RANK."""
     if spec == "auto":
@@ -257,9 +264,7 @@ class Trainer:
 
     def autocast(self):
         """bf16 autocast around the network only; the quotient operators and losses stay in fp32."""
-        if self.config["precision"] == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return network_autocast(self.config["precision"], self.device.type)
 
     def implied_clean(self, x_t: torch.Tensor, t: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
         """The clean structure a prediction implies: x̂1 = x_t + (1 - t) v (velocity) or x̂1 (denoiser)."""

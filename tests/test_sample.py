@@ -2,6 +2,7 @@
 TensorBoard logs, and invariance of the quotient loss and sampler to rigid-motion output errors."""
 import json
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -65,6 +66,20 @@ def test_molecule_batches_do_not_change_samples(tmp_path, runs):
     with MoleculeStore(tmp_path / "a.h5", SAMPLES_SCHEMA) as sa, MoleculeStore(tmp_path / "b.h5", SAMPLES_SCHEMA) as sb:
         assert sa.ids() == sb.ids()
         np.testing.assert_allclose(np.asarray(sa.array("positions")), np.asarray(sb.array("positions")), atol=1e-4)
+
+
+def test_bf16_sampling_autocasts_the_network_only(tmp_path, runs):
+    from qdiff.sample import sample_molecules
+
+    kw = dict(steps=3, max_molecules=2, sdf=False, progress=False)
+    sample_molecules(runs / "mol", tmp_path / "fp32.h5", **kw)
+    sample_molecules(runs / "mol", tmp_path / "bf16.h5", precision="bf16", **kw)
+    with h5py.File(tmp_path / "fp32.h5") as a, h5py.File(tmp_path / "bf16.h5") as b:
+        x32, x16 = a["positions"][:], b["positions"][:]
+        assert json.loads(b.attrs["settings"])["precision"] == "bf16"
+    assert np.isfinite(x16).all() and 0 < np.abs(x16 - x32).max() < 0.5  # bf16 rounding, not garbage
+    with pytest.raises(ValueError, match="precision"):
+        sample_molecules(runs / "mol", tmp_path / "x.h5", precision="fp8", **kw)
 
 
 def test_backbone_samples_store_and_pdb_files(tmp_path, runs, stores):
