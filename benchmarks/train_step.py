@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="demo,paper")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, help="override the size's batch")
+    parser.add_argument("--model", type=yaml.safe_load, default={}, metavar="YAML",
+                        help="settings merged into the size's model, e.g. '{edge_scalars: 64, edge_vectors: 16}'")
     parser.add_argument("--molecules", type=int, default=120, help="demo-drugs molecules to build the store from")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,7 +80,7 @@ def main() -> None:
         featurize("demo-drugs", None, store, {"max_molecules": args.molecules, "n_conformers": 2}, progress=False)
         for size in args.sizes.split(","):
             model, batch = SIZES[size]
-            batch = args.batch or batch
+            model, batch = {**model, **args.model}, args.batch or batch
             medians = {}
             for treatment in ("conventional", "quotient"):
                 times = time_steps(store, Path(tmp) / f"{size}-{treatment}", model, batch, treatment, args.device, args.precision,

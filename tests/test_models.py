@@ -25,10 +25,10 @@ def molecule_batch(B=3, N=7, seed=0):
     return collate_molecules(items)
 
 
-@pytest.mark.parametrize("name", ["egnn", "e3nn"])
-def test_molecule_networks_are_se3_equivariant(name):
+@pytest.mark.parametrize("name,settings", [("egnn", {}), ("e3nn", {}), ("e3nn", {"edge_scalars": 8, "edge_vectors": 2, "ffn_mult": 2})])
+def test_molecule_networks_are_se3_equivariant(name, settings):
     torch.manual_seed(0)
-    model = build_model(name).double()
+    model = build_model(name, **settings).double()
     batch = molecule_batch()
     x = batch["pos"].double()
     t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
@@ -113,5 +113,7 @@ def test_backbone_transformer_shapes_masks_and_self_conditioning():
     x2[1, 7:] = 1e3
     assert torch.allclose(model(x2, t, mask)[1, :7], out[1, :7], atol=1e-4)  # padding is ignored
     assert not torch.allclose(model(x, t, mask, self_cond=x), out)
+    with pytest.raises(ValueError, match="go together"):
+        build_model("e3nn", edge_scalars=8)
     with pytest.raises(ValueError, match="unknown model"):
         build_model("schnet")

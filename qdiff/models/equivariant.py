@@ -5,6 +5,8 @@ weighted per edge by a radial MLP of the distance and the bond order, averaged o
 with a smooth cosine cutoff weight, mixed by an equivariant linear layer, gated nonlinearities,
 an optional per-atom feed-forward block on the scalars (width ffn_mult x scalars, where most of
 a large model's parameters sit at no per-edge cost), and a final l = 1 vector per atom.
+`edge_scalars`/`edge_vectors` project the atom features down before the per-edge product, whose
+memory traffic dominates the step (e3nn's elementwise products over [edges, 4 S + 7 V] numbers).
 
 Depthwise products keep the per-edge weights at one per (channel, path) instead of a fully
 connected product's (channel_in x channel_out) per path: 264 instead of 17,856 numbers per edge at
@@ -53,12 +55,18 @@ class E3Layer(nn.Module):
     """h' = Gate(Linear(sum_e w_e TP(h_src, Y(r_e); R(edge_e)) / max(sum_e w_e, 1))) + Linear(h), then
     s' += FFN(s') on the scalar channels when ffn_mult > 0."""
 
-    def __init__(self, irreps_in: o3.Irreps, scalars: int, vectors: int, n_radial: int, edge_dim: int, ffn_mult: int = 0):
+    def __init__(self, irreps_in: o3.Irreps, scalars: int, vectors: int, n_radial: int, edge_dim: int, ffn_mult: int = 0,
+                 edge_width: tuple[int, int] | None = None):
         super().__init__()
         self.sh = o3.Irreps.spherical_harmonics(2)
         self.gate = Gate(f"{scalars}x0e", [nn.functional.silu], f"{vectors}x0e", [torch.sigmoid], f"{vectors}x1o")
-        irreps_mid, instructions = depthwise_paths(irreps_in, self.sh, self.gate.irreps_in)
-        self.tp = o3.TensorProduct(irreps_in, self.sh, irreps_mid, instructions, shared_weights=False, internal_weights=False)
+        # Optional per-atom down-projection before the per-edge product (MACE/Allegro-style): the
+        # edge work, which dominates the step, scales with the edge width, not the node width.
+        irreps_edge = irreps_in if edge_width is None else o3.Irreps(
+            [(edge_width[0] if ir.l == 0 else edge_width[1], ir) for _, ir in irreps_in])
+        self.down = None if edge_width is None else o3.Linear(irreps_in, irreps_edge)
+        irreps_mid, instructions = depthwise_paths(irreps_edge, self.sh, self.gate.irreps_in)
+        self.tp = o3.TensorProduct(irreps_edge, self.sh, irreps_mid, instructions, shared_weights=False, internal_weights=False)
         self.radial = nn.Sequential(nn.Linear(n_radial + edge_dim, 64), nn.SiLU(), nn.Linear(64, self.tp.weight_numel))
         self.mix = o3.Linear(irreps_mid, self.gate.irreps_in)
         self.self_interaction = o3.Linear(irreps_in, self.gate.irreps_out)
@@ -68,7 +76,8 @@ class E3Layer(nn.Module):
                                   nn.Linear(ffn_mult * scalars, scalars)) if ffn_mult > 0 else None)
 
     def forward(self, h: Tensor, sh: Tensor, edge_features: Tensor, weight: Tensor, graph: MoleculeGraph) -> Tensor:
-        messages = self.tp(h[graph.src], sh, self.radial(edge_features)) * weight[:, None]
+        source = h if self.down is None else self.down(h)
+        messages = self.tp(source[graph.src], sh, self.radial(edge_features)) * weight[:, None]
         norm = scatter_sum(weight, graph.dst, h.shape[0]).clamp_min(1.0)
         agg = scatter_sum(messages, graph.dst, h.shape[0]) / norm[:, None]
         out = self.gate(self.mix(agg)) + self.self_interaction(h)
@@ -83,8 +92,11 @@ class E3Conformer(nn.Module):
     padding), message passing over bonds ∪ pairs closer than `cutoff` (Å)."""
 
     def __init__(self, scalars: int = 32, vectors: int = 8, layers: int = 3, n_radial: int = 16, cutoff: float = 10.0,
-                 ffn_mult: int = 0):
+                 ffn_mult: int = 0, edge_scalars: int | None = None, edge_vectors: int | None = None):
         super().__init__()
+        if (edge_scalars is None) != (edge_vectors is None):
+            raise ValueError("edge_scalars and edge_vectors go together (or neither: edges at the node width)")
+        edge_width = None if edge_scalars is None else (int(edge_scalars), int(edge_vectors))
         self.encoder = AtomEncoder(scalars)
         self.bond = nn.Embedding(N_BOND_CODES, 8)
         self.n_radial, self.cutoff = n_radial, cutoff
@@ -92,7 +104,7 @@ class E3Conformer(nn.Module):
         blocks = []
         with _traceable_e3nn():
             for _ in range(layers):
-                block = E3Layer(irreps, scalars, vectors, n_radial, 8, ffn_mult)
+                block = E3Layer(irreps, scalars, vectors, n_radial, 8, ffn_mult, edge_width)
                 blocks.append(block)
                 irreps = block.irreps_out
             self.layers = nn.ModuleList(blocks)
