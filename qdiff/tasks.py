@@ -29,7 +29,7 @@ class MoleculeTask:
     def clean(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         return center(batch["pos"].double(), batch["mask"]).float(), batch["mask"]
 
-    def sample_prior(self, batch, x1: Tensor, generator, align: bool) -> Tensor:
+    def sample_prior(self, batch, x1: Tensor, generator, align: bool, z: Tensor | None = None) -> Tensor:
         if self.prior == "harmonic":
             B, N = batch["mask"].shape
             adj = torch.zeros(B, N, N, device=batch["mask"].device)
@@ -38,8 +38,8 @@ class MoleculeTask:
                 b, i, j = idx[:, 0] // N, idx[:, 0] % N, idx[:, 1] % N
                 adj[b, i, j] = 1.0
                 adj[b, j, i] = 1.0
-            return harmonic_prior(adj, batch["mask"], align_to=x1 if align else None, generator=generator)
-        return gaussian_prior(x1.shape, batch["mask"], generator=generator, dtype=x1.dtype)
+            return harmonic_prior(adj, batch["mask"], align_to=x1 if align else None, generator=generator, z=z)
+        return gaussian_prior(x1.shape, batch["mask"], generator=generator, dtype=x1.dtype, z=z)
 
     def predict(self, model, batch, x: Tensor, t: Tensor, self_cond=None) -> Tensor:
         return model(batch, x, t)
@@ -62,8 +62,8 @@ class BackboneTask:
     def clean(self, batch):
         return batch["pos"], batch["mask"]
 
-    def sample_prior(self, batch, x1, generator, align):
-        return gaussian_prior(x1.shape, batch["mask"], generator=generator, dtype=x1.dtype)
+    def sample_prior(self, batch, x1, generator, align, z=None):
+        return gaussian_prior(x1.shape, batch["mask"], generator=generator, dtype=x1.dtype, z=z)
 
     def predict(self, model, batch, x, t, self_cond=None):
         return model(x, t, batch["mask"], self_cond)

@@ -178,7 +178,9 @@ class Trainer:
         self.interpolant = interpolant_from_spec(c["interpolant"])
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=c["lr"], betas=tuple(c["betas"]), eps=c["adam_eps"], weight_decay=c["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(s, c["warmup_steps"], c["steps"]))
-        self.gen = torch.Generator().manual_seed(c["seed"] + 7919 * self.rank)  # own noise per rank
+        # One stream on every rank: each draws the global batch's noise and keeps its own rows,
+        # so N ranks compute what one process computes on the same global batch.
+        self.gen = torch.Generator().manual_seed(c["seed"])
         self.order_rng = np.random.default_rng(c["seed"])
         self.step, self.epoch, self.position = 0, 0, 0
         self.order = self.order_rng.permutation(len(self.dataset))
@@ -283,16 +285,36 @@ class Trainer:
         with self.autocast():
             return self.task.predict(model, batch, x_t, t, self_cond).float()
 
-    def loss(self, model, batch) -> torch.Tensor:
+    def _global_layout(self, rows: int, atoms: int) -> tuple[int, int, slice]:
+        """(global batch size, largest padded size over the ranks, this rank's rows of the global
+        batch): local row k is global row rank + k * world (`_next_indices`)."""
+        if self.world == 1:
+            return rows, atoms, slice(None)
+        import torch.distributed as dist
+
+        largest = torch.tensor([atoms], device=self.device)
+        dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+        return self.config["batch_size"], int(largest.item()), slice(self.rank, None, self.world)
+
+    def loss(self, model, batch, split: bool = True) -> torch.Tensor:
+        """Mean treatment loss of `batch`. With `split` (training under DDP) the random draws are
+        those of the whole global batch, of which this rank keeps its rows: the gradient averaged
+        over ranks is the single-process gradient of the same global batch (equal shares)."""
         c = self.config
         x1, mask = self.task.clean(batch)
         x1 = x1 * c["coord_scale"]  # e.g. 0.1 trains backbones in nm (Proteina)
-        B, device = x1.shape[0], x1.device
+        B, N = mask.shape
+        device = x1.device
+        G, Ng, rows = self._global_layout(B, N) if split else (B, N, slice(None))
+
+        def standard_normal() -> torch.Tensor:
+            return torch.randn(G, Ng, 3, generator=self.gen)[rows, :N].to(device)
+
         if not self.task.equivariant and c["rotation_augmentation"]:
-            x1 = apply_rotation(random_rotation(B, self.gen, device=device), x1) * mask[..., None]
-        x0 = self.task.sample_prior(batch, x1, self.gen, c["align_prior"])
-        noise = center(torch.randn(x1.shape, generator=self.gen).to(device), mask)
-        t = (c["t_min"] + (1 - 2 * c["t_min"]) * torch.rand(B, generator=self.gen)).to(device)
+            x1 = apply_rotation(random_rotation(G, self.gen)[rows].to(device), x1) * mask[..., None]
+        x0 = self.task.sample_prior(batch, x1, self.gen, c["align_prior"], z=standard_normal())
+        noise = center(standard_normal(), mask)
+        t = (c["t_min"] + (1 - 2 * c["t_min"]) * torch.rand(G, generator=self.gen)[rows]).to(device)
         x_t = self.interpolant.sample(x0, x1, noise, t) * mask[..., None]
         prediction = self.predict(model, batch, x_t, t)
         if c["parameterization"] == "velocity":
@@ -345,7 +367,7 @@ class Trainer:
         for k in range(min(self.config["val_batches"], math.ceil(len(self.val_dataset) / bs))):
             batch = self.task.collate([self.val_dataset[i] for i in range(k * bs, min((k + 1) * bs, len(self.val_dataset)))])
             batch = {key: v.to(self.device) for key, v in batch.items()}
-            losses.append(float(self.loss(self.ema, batch)))
+            losses.append(float(self.loss(self.ema, batch, split=False)))
         self.gen.set_state(state)
         return float(np.mean(losses))
 

@@ -94,19 +94,28 @@ def test_every_treatment_trains(tmp_path, store, treatment):
 @pytest.mark.slow
 def test_two_process_ddp_with_gloo_under_torchrun(tmp_path, store):
     """torchrun --standalone --nproc_per_node 2 qdiff train: gloo on CPU, one global batch split
-    across ranks, rank 0 writes; the same command resumes."""
+    across ranks, equal to one process on the same global batches, rank 0 writes, torch.compile
+    over DDP; the same command resumes."""
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     run = tmp_path / "ddp"
     cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "qdiff", "train", "--store", str(store), "--out", str(run),
            "--steps", "6", "--set", "batch_size=8", "--set", "split=random", "--set", "val_every=3",
            "--set", "model={name: egnn, hidden: 16, layers: 2}"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    # The first run compiles the DDP-wrapped network (aot_eager); compile is a runtime setting, so
+    # the resume below runs eagerly.
+    out = subprocess.run(cmd + ["--set", "compile=aot_eager"], capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 process(es)" in out.stdout
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 6 and len(state["rank_rng"]) == 2
     assert (run / "log.csv").read_text().splitlines()[-1].startswith("6,")
+    # One process on the same global batches computes the same weights (up to the order of the
+    # gradient all-reduce's floating-point sums).
+    train(store, tmp_path / "single", {"steps": 6, "batch_size": 8, "split": "random", "val_every": 3,
+                                       "model": {"name": "egnn", "hidden": 16, "layers": 2}}, progress=False)
+    single, ddp = params(tmp_path / "single"), params(run)
+    assert all(torch.allclose(single[k], ddp[k], atol=1e-5) for k in single)
     (run / "model.pt").unlink()  # as if killed after the last checkpoint: the same command resumes
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0 and "starting at step 6" in out.stdout, out.stderr[-3000:]

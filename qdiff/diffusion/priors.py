@@ -15,13 +15,16 @@ def gaussian_prior(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
     device=None,
+    z: Tensor | None = None,
 ) -> Tensor:
     """x0 = center(scale · z), z ~ N(0, I): the standard Gaussian on the centered subspace.
 
-    z is drawn on the generator's device (CPU if none) and moved to `device`.
+    z is drawn on the generator's device (CPU if none) and moved to `device`, unless given.
     """
-    source = generator.device if generator is not None else torch.device("cpu")
-    z = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=source).to(device)
+    if z is None:
+        source = generator.device if generator is not None else torch.device("cpu")
+        z = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=source)
+    z = z.to(device=device, dtype=dtype)
     if mask is not None:
         mask = mask.to(z.device)
     return center(scale * z, mask)
@@ -43,6 +46,7 @@ def harmonic_prior(
     align_to: Tensor | None = None,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    z: Tensor | None = None,
 ) -> Tensor:
     """x0 ~ p(x) ∝ exp(-stiffness/2 · sum_{(i,j) bonded} |x_i - x_j|²) on the centered subspace
     (ET-Flow / EigenFold), sampled as x0 = sum_k z_k u_k / sqrt(stiffness λ_k) over the
@@ -51,6 +55,7 @@ def harmonic_prior(
     Modes with λ = 0 beyond the global translation (a disconnected graph: relative placement of
     the fragments) get unit variance instead of an infinite one. With `align_to` (the data x1),
     x0 is Kabsch-aligned to it as ET-Flow does; that pairing is part of p(x0, x1), not of the loss.
+    `z` [B, N, 3]: the standard normal mode coefficients, drawn from `generator` unless given.
     """
     B, N = adjacency.shape[:2]
     device = adjacency.device
@@ -62,7 +67,9 @@ def harmonic_prior(
     lam, U = torch.linalg.eigh(L)
     tol = 1e-8 * lam.abs().amax(-1, keepdim=True).clamp_min(1.0)
     inv_std = torch.where(lam > tol, (stiffness * lam.clamp_min(1e-300)).rsqrt(), torch.ones_like(lam))
-    z = torch.randn(B, N, 3, generator=generator, dtype=torch.float64, device=source).to(device)
+    if z is None:
+        z = torch.randn(B, N, 3, generator=generator, dtype=torch.float64, device=source)
+    z = z.to(device=device, dtype=torch.float64)
     x0 = U @ (inv_std[..., None] * z)
     like = torch.zeros(B, N, 3, dtype=dtype, device=device)
     x0 = center(x0.to(dtype), mask) * atom_weights(like, mask)
