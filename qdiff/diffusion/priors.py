@@ -62,8 +62,11 @@ def harmonic_prior(
     source = generator.device if generator is not None else device
     L = graph_laplacian(adjacency, mask)
     if mask is not None:
-        # Decouple padding atoms (eigenvalue 1, masked out below) from the valid zero modes.
-        L = L + torch.diag_embed(1.0 - mask.to(torch.float64))
+        # Decouple padding atoms (masked out below) with an eigenvalue above every real one
+        # (Gershgorin: λ <= 2 x the largest degree), so the real modes come first, in ascending
+        # order, whatever the padding: z[:, :n] alone drives a molecule of n atoms.
+        above = 2.0 * L.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True) + 1.0
+        L = L + torch.diag_embed((1.0 - mask.to(torch.float64)) * above)
     lam, U = torch.linalg.eigh(L)
     tol = 1e-8 * lam.abs().amax(-1, keepdim=True).clamp_min(1.0)
     inv_std = torch.where(lam > tol, (stiffness * lam.clamp_min(1e-300)).rsqrt(), torch.ones_like(lam))
