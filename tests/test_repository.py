@@ -160,5 +160,6 @@ def test_paper_study_dag_resolves_offline():
         assert re.search(rf"^{rule}\s+{count}$", text, re.M), (rule, text[-3000:])
     assert "torchrun --standalone --nnodes=1 --nproc-per-node=4 -m qdiff train --store results/data/geom-drugs.h5" in text
     assert "qdiff fetch pdb --dest resources/pdb --record resources/pdb/fetched.json" in text
+    assert re.search(r"qdiff sample --run \S+geom-drugs\S+ .*--precision fp32", text), text[-3000:]
     bad = _snakemake("-n", "--config", "study=nope", check=False)
     assert bad.returncode != 0 and "nope" in bad.stdout + bad.stderr

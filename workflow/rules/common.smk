@@ -74,6 +74,7 @@ SAMPLE_FLAGS = {
     "multiplier": "--multiplier",
     "per_length": "--per-length",
     "max_chains": "--max-chains",
+    "precision": "--precision",
 }
 
 
