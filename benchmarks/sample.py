@@ -18,19 +18,14 @@ from pathlib import Path
 
 import h5py
 import torch
-import yaml
 
 from qdiff.data.featurize import featurize
 from qdiff.models import model_from_spec
 from qdiff.sample import sample_molecules
 from qdiff.train import resolve_config
+from sizes import DEMO_MODEL, PAPER_MODEL  # benchmarks/sizes.py
 
-ROOT = Path(__file__).resolve().parents[1]
-PAPER_MODEL = yaml.safe_load((ROOT / "studies" / "paper.yaml").read_text())["models"]["train"]["model"]
-SIZES = {
-    "demo": {"name": "egnn", "hidden": 32, "layers": 3},
-    "paper": PAPER_MODEL,
-}
+SIZES = {"demo": DEMO_MODEL, "paper": PAPER_MODEL}
 
 
 def main() -> None:

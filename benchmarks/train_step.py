@@ -6,8 +6,8 @@ Builds a demo-drugs store (RDKit ETKDG ensembles of drug-like ligands, GEOM-DRUG
 times full optimizer steps (collate, prior, interpolant, forward, treatment loss, backward, clip,
 AdamW, EMA) of the real Trainer on it:
 - demo: the demo study's EGNN (hidden 32 x 3 layers), batch 32;
-- paper: the e3nn network of studies/paper.yaml (its `models.train.model`, ET-Flow's size: 9.1M
-  parameters), batch 48 (ET-Flow's GEOM-DRUGS setting; `--batch` overrides it).
+- paper: the e3nn network of studies/paper.yaml (its `models.train.model`, about ET-Flow's size:
+  8.7M parameters), batch 48 (ET-Flow's GEOM-DRUGS setting; `--batch` overrides it).
 For each size it prints the median step time, steps/s, molecules/s and the quotient treatment's
 overhead over the conventional one (the paper: 4.10 vs 4.19 it/s on one A100). The figure to beat
 (issue 5): ET-Flow's own network at its GEOM-DRUGS settings trains at 343 molecules/s (batch 48) on
@@ -26,11 +26,10 @@ import yaml
 
 from qdiff.data.featurize import featurize
 from qdiff.train import Trainer, resolve_config
+from sizes import DEMO_MODEL, PAPER_MODEL  # benchmarks/sizes.py
 
-ROOT = Path(__file__).resolve().parents[1]
-PAPER_MODEL = yaml.safe_load((ROOT / "studies" / "paper.yaml").read_text())["models"]["train"]["model"]
 SIZES = {
-    "demo": ({"name": "egnn", "hidden": 32, "layers": 3}, 32),
+    "demo": (DEMO_MODEL, 32),
     "paper": (PAPER_MODEL, 48),
 }
 

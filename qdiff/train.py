@@ -250,7 +250,7 @@ class Trainer:
         """Draw the next batch's indices now and load it in the background (store reads, collate,
         host-to-device copy overlap the running step); checkpoints keep the order state from
         before this draw, so a resumed run loads the same batch again."""
-        self._consumed = (self.epoch, self.position, self.order, copy.deepcopy(self.order_rng.bit_generator.state))
+        self._consumed = (self.epoch, self.position, self.order, self.order_rng.bit_generator.state)  # a fresh dict
         return pool.submit(self.batch, self._next_indices())
 
     def _next_indices(self) -> list[int]:
