@@ -1,4 +1,5 @@
-"""Networks: EGNN and e3nn (SE(3)-equivariant, molecules) and a Cα transformer (backbones)."""
+"""Networks: EGNN (E(3)-equivariant) and e3nn (E(3)- or, with symmetry="so3", SE(3)-equivariant:
+chirality-aware) for molecules, and a Cα transformer (backbones)."""
 from .backbone_transformer import BackboneTransformer
 from .egnn import EGNN
 from .embeddings import sinusoidal_embedding

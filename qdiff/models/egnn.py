@@ -1,6 +1,8 @@
 """EGNN (Satorras et al. 2021, as in EDM): E(3)-equivariant message passing on the complete graph
 of each molecule, with bond orders as edge features. Output: one vector per atom,
-sum_layers (x_out - x_in), equivariant under rotations and invariant under translations."""
+sum_layers (x_out - x_in), equivariant under rotations *and reflections* (E(3): it sees only
+distances, so f(-x) = -f(x) and it cannot tell enantiomers apart; sampling applies ET-Flow's
+post-hoc parity switch, qdiff.eval.chirality) and invariant under translations."""
 from __future__ import annotations
 
 import torch

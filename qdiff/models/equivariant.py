@@ -1,5 +1,5 @@
-"""An SE(3)-equivariant conformer network with e3nn (NequIP-style interaction blocks) on the
-sparse molecular graph (bonds ∪ radius graph, `graph.molecule_graph`): depthwise ("uvu") tensor
+"""An equivariant conformer network with e3nn (NequIP-style interaction blocks) on the sparse
+molecular graph (bonds ∪ radius graph, `graph.molecule_graph`): depthwise ("uvu") tensor
 products of neighbour features with the spherical harmonics (l <= 2) of relative positions,
 weighted per edge by a radial MLP of the distance and the bond order, averaged over neighbours
 with a smooth cosine cutoff weight, mixed by an equivariant linear layer, gated nonlinearities,
@@ -10,7 +10,20 @@ memory traffic dominates the step (e3nn's elementwise products over [edges, 4 S 
 
 Depthwise products keep the per-edge weights at one per (channel, path) instead of a fully
 connected product's (channel_in x channel_out) per path: 264 instead of 17,856 numbers per edge at
-96x0e + 24x1o."""
+96x0e + 24x1o.
+
+Symmetry (`symmetry`):
+- "o3" (default): scalars 0e, vectors 1o, spherical harmonics 0e + 1o + 2e. The network is
+  E(3)-equivariant (rotations, translations *and* reflections): f(-x) = -f(x) exactly, so it
+  cannot tell a molecule from its mirror image (ET-Flow(O(3)); pair it with the post-hoc parity
+  switch, qdiff.eval.chirality).
+- "so3": every irrep is labelled parity-even (0e, 1e, and the harmonics relabelled 0e + 1e + 2e;
+  their values are unchanged). Rotations act by the same Wigner matrices, so the network stays
+  exactly SO(3)-equivariant, but e3nn's parity selection rule now also admits the antisymmetric
+  1 x 1 -> 1 path (the cross product of a vector feature with Y1(r)), whose output does not
+  change sign under x -> -x while the other vector paths do: reflections no longer commute and
+  the network can tell enantiomers apart (ET-Flow(SO(3)), its `so3_equivariant` flag, which
+  likewise adds cross-product terms: etflow/networks/torchmd_net/model_dynamics.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -51,15 +64,29 @@ def _traceable_e3nn():
         e3nn.set_optimization_defaults(**saved)
 
 
+SYMMETRIES = ("o3", "so3")
+
+
+def _parities(symmetry: str) -> tuple[str, o3.Irreps]:
+    """(label of the l = 1 channels, irreps of the spherical harmonics l <= 2 as the tensor products
+    see them). SO(3): all even, so no path is forbidden by parity; the harmonics' values are those
+    of o3.spherical_harmonics either way (computed with the true 0e + 1o + 2e irreps)."""
+    if symmetry not in SYMMETRIES:
+        raise ValueError(f"symmetry {symmetry!r}: choose one of {SYMMETRIES}")
+    if symmetry == "o3":
+        return "1o", o3.Irreps.spherical_harmonics(2)
+    return "1e", o3.Irreps("1x0e + 1x1e + 1x2e")
+
+
 class E3Layer(nn.Module):
     """h' = Gate(Linear(sum_e w_e TP(h_src, Y(r_e); R(edge_e)) / max(sum_e w_e, 1))) + Linear(h), then
     s' += FFN(s') on the scalar channels when ffn_mult > 0."""
 
     def __init__(self, irreps_in: o3.Irreps, scalars: int, vectors: int, n_radial: int, edge_dim: int, ffn_mult: int = 0,
-                 edge_width: tuple[int, int] | None = None):
+                 edge_width: tuple[int, int] | None = None, symmetry: str = "o3"):
         super().__init__()
-        self.sh = o3.Irreps.spherical_harmonics(2)
-        self.gate = Gate(f"{scalars}x0e", [nn.functional.silu], f"{vectors}x0e", [torch.sigmoid], f"{vectors}x1o")
+        vector, self.sh = _parities(symmetry)
+        self.gate = Gate(f"{scalars}x0e", [nn.functional.silu], f"{vectors}x0e", [torch.sigmoid], f"{vectors}x{vector}")
         # Optional per-atom down-projection before the per-edge product (MACE/Allegro-style): the
         # edge work, which dominates the step, scales with the edge width, not the node width.
         irreps_edge = irreps_in if edge_width is None else o3.Irreps(
@@ -89,11 +116,15 @@ class E3Layer(nn.Module):
 
 class E3Conformer(nn.Module):
     """forward(batch, x [B, N, 3], t [B]) -> [B, N, 3]: an equivariant vector per atom (zero on
-    padding), message passing over bonds ∪ pairs closer than `cutoff` (Å)."""
+    padding), message passing over bonds ∪ pairs closer than `cutoff` (Å). `symmetry` "o3":
+    E(3)-equivariant (mirror images give mirrored outputs); "so3": equivariant to rotations and
+    translations only, chirality-aware (see the module docstring)."""
 
     def __init__(self, scalars: int = 32, vectors: int = 8, layers: int = 3, n_radial: int = 16, cutoff: float = 10.0,
-                 ffn_mult: int = 0, edge_scalars: int | None = None, edge_vectors: int | None = None):
+                 ffn_mult: int = 0, edge_scalars: int | None = None, edge_vectors: int | None = None, symmetry: str = "o3"):
         super().__init__()
+        vector, _ = _parities(symmetry)
+        self.symmetry = symmetry
         if (edge_scalars is None) != (edge_vectors is None):
             raise ValueError("edge_scalars and edge_vectors go together (or neither: edges at the node width)")
         edge_width = None if edge_scalars is None else (int(edge_scalars), int(edge_vectors))
@@ -104,17 +135,18 @@ class E3Conformer(nn.Module):
         blocks = []
         with _traceable_e3nn():
             for _ in range(layers):
-                block = E3Layer(irreps, scalars, vectors, n_radial, 8, ffn_mult, edge_width)
+                block = E3Layer(irreps, scalars, vectors, n_radial, 8, ffn_mult, edge_width, symmetry)
                 blocks.append(block)
                 irreps = block.irreps_out
             self.layers = nn.ModuleList(blocks)
-            self.head = o3.Linear(irreps, "1x1o")
+            self.head = o3.Linear(irreps, f"1x{vector}")
 
     def forward(self, batch: dict[str, Tensor], x: Tensor, t: Tensor) -> Tensor:
         graph = molecule_graph(batch["mask"], x, batch["bond_index"], batch["bond_order"], self.cutoff)
         pos = graph.nodes(x)
         rel = pos[graph.src] - pos[graph.dst]  # x_j - x_i for the message j -> i
         dist = rel.norm(dim=-1)
+        # The true harmonics (0e + 1o + 2e); in SO(3) mode the layers read them as 0e + 1e + 2e.
         sh = o3.spherical_harmonics(o3.Irreps.spherical_harmonics(2), rel, normalize=True, normalization="component")
         radial = soft_one_hot_linspace(dist, 0.0, self.cutoff, self.n_radial, basis="smooth_finite", cutoff=True)
         edge = torch.cat([radial * self.n_radial**0.5, self.bond(graph.bond).to(x.dtype)], dim=-1)
