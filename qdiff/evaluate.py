@@ -7,7 +7,9 @@ geometry. Molecules run in parallel worker processes with a per-molecule timeout
 times out or fails counts as a model failure under both stated conventions ("zero", "skip").
 Chemical plausibility (PoseBusters' intramolecular checks + preserved stereochemistry, see
 qdiff.eval.plausibility) is checked on the first `plausibility` generated conformers of each
-molecule (0 turns it off) and reported as pass fractions averaged over molecules.
+molecule (0 turns it off) and reported as pass fractions averaged over molecules. The
+stereo-correct fraction (qdiff.eval.chirality.stereo_correct: perceived R/S and E/Z equal the
+reference's) is computed on every generated conformer and reported under `stereo`.
 Resumable: each finished molecule is kept in `<out>.partial/` (keyed to the samples, reference and
 settings); a re-run after an interruption evaluates only the rest, and the folder is removed once
 the metrics file is written.
@@ -24,13 +26,15 @@ import numpy as np
 from .atomic import atomic_write_text
 from .data.chem import mol_from_arrays
 from .data.molecule_store import SAMPLES_SCHEMA, MoleculeStore
+from .eval.chirality import stereo_correct, stereo_summary
 from .eval.conformers import THRESHOLDS, aggregate, coverage_amr, coverage_curve, molecules_from_positions, rmsd_matrix
 from .eval.plausibility import plausibility
 from .progress import progress_bar
 
 
-def _molecule_metrics(args) -> tuple[np.ndarray, dict]:
-    """(RMSD matrix [n_ref, n_gen], plausibility pass fractions) of one molecule."""
+def _molecule_metrics(args) -> tuple[np.ndarray, dict, dict]:
+    """(RMSD matrix [n_ref, n_gen], plausibility pass fractions, stereo-correct counts or
+    {"error": ...}) of one molecule."""
     ref, gen, max_matches, n_plausibility = args
     template = mol_from_arrays(ref["atoms"], ref["bond_index"], ref["bonds"]["order"])
     references, generated = molecules_from_positions(template, ref["positions"]), molecules_from_positions(template, gen["positions"])
@@ -38,7 +42,11 @@ def _molecule_metrics(args) -> tuple[np.ndarray, dict]:
         checks = plausibility(references[0], generated[:n_plausibility]) if n_plausibility else {}
     except Exception as err:  # a checker failure is not a model failure: record it, keep the RMSDs
         checks = {"error": f"{type(err).__name__}: {err}"}
-    return rmsd_matrix(references, generated, max_matches), checks
+    try:
+        stereo = stereo_correct(references[0], generated)
+    except Exception as err:  # a perception failure is recorded, not counted as a model failure
+        stereo = {"error": f"{type(err).__name__}: {err}"}
+    return rmsd_matrix(references, generated, max_matches), checks, stereo
 
 
 def _plausibility_summary(checks: list[dict]) -> dict:
@@ -62,16 +70,16 @@ class PartialResults:
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(key, json.dumps(fingerprint, sort_keys=True))
 
-    def get(self, k: int) -> tuple[np.ndarray, dict] | None:
+    def get(self, k: int) -> tuple[np.ndarray, dict, dict] | None:
         path = self.dir / f"{k}.npz"
         if not path.is_file():
             return None
         with np.load(path) as data:
-            return data["rmsd"], json.loads(str(data["checks"]))
+            return data["rmsd"], json.loads(str(data["checks"])), json.loads(str(data["stereo"]))
 
-    def put(self, k: int, matrix: np.ndarray, checks: dict) -> None:
+    def put(self, k: int, matrix: np.ndarray, checks: dict, stereo: dict) -> None:
         tmp = self.dir / f"{k}.tmp.npz"
-        np.savez(tmp, rmsd=matrix, checks=json.dumps(checks))
+        np.savez(tmp, rmsd=matrix, checks=json.dumps(checks), stereo=json.dumps(stereo))
         tmp.replace(self.dir / f"{k}.npz")
 
     def remove(self) -> None:
@@ -97,10 +105,11 @@ def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, thr
     stat = Path(samples).stat()
     partial = PartialResults(out, {"samples": str(Path(samples).resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
                                    "reference": str(Path(reference).resolve()), "max_matches": max_matches,
-                                   "plausibility": plausibility_per_molecule})
+                                   "plausibility": plausibility_per_molecule, "stereo": 1})
     done = {k: partial.get(k) for k in range(len(jobs))}
     rmsds: list[np.ndarray | None] = []
     checks: list[dict] = []
+    stereo: list[dict] = []
     failures: dict[str, str] = {}
     ctx = mp.get_context("fork")  # evaluation imports no torch; fork avoids re-importing __main__
     with ctx.Pool(max(1, workers)) as pool:
@@ -108,11 +117,12 @@ def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, thr
         for k, (mol_id, handle) in enumerate(progress_bar(list(zip(ids, pending)), desc="evaluate", unit="mol", enabled=progress)):
             try:
                 if handle is None:
-                    matrix, passed = done[k]
+                    matrix, passed, stereo_k = done[k]
                 else:
-                    matrix, passed = handle.get(timeout=timeout_s)
-                    partial.put(k, matrix, passed)
+                    matrix, passed, stereo_k = handle.get(timeout=timeout_s)
+                    partial.put(k, matrix, passed, stereo_k)
                 rmsds.append(matrix)
+                stereo.append(stereo_k)
                 if passed:
                     checks.append(passed)
             except mp.TimeoutError:
@@ -130,6 +140,7 @@ def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, thr
         "metrics": {c: aggregate(per_molecule, c) for c in ("zero", "skip")},
         "coverage_curve": coverage_curve(rmsds),
         **_plausibility_summary(checks),
+        "stereo": {**stereo_summary([x for x in stereo if "error" not in x]), "errors": [x["error"] for x in stereo if "error" in x]},
         "failures": failures,
         "molecules": [{"id": i, **(m or {}), "n_ref": None if x is None else int(x.shape[0]), "n_gen": None if x is None else int(x.shape[1])}
                       for i, m, x in zip(ids, per_molecule, rmsds)],

@@ -1,11 +1,12 @@
 """`qdiff report`: one table per dataset of the metrics of all runs (treatment x sampler x seed,
 mean ± std over seeds), as CSV, JSON, Markdown and an HTML page with figures. Conformer sets
-report COV/AMR (mean and median); backbone sets report Cα geometry, clashes, pair-distance JSD and
-TM-score diversity/novelty. Where the paper reports the same metric on the same dataset
-(qdiff/eval/published.yaml) its numbers are shown beside ours; demo stand-in datasets are
-labelled as such. Figures: metric by treatment, coverage-threshold curves, RMSD distributions,
-loss curves (from each run's log.csv next to its metrics), Rg against length, example structures
-(from each run's samples store)."""
+report COV/AMR (mean and median), the plausible share and the stereo-correct share of the
+generated conformers (qdiff.eval.chirality; "–" for metrics files from before it); backbone sets
+report Cα geometry, clashes, pair-distance JSD and TM-score diversity/novelty. Where the paper
+reports the same metric on the same dataset (qdiff/eval/published.yaml) its numbers are shown
+beside ours; demo stand-in datasets are labelled as such. Figures: metric by treatment,
+coverage-threshold curves, RMSD distributions, loss curves (from each run's log.csv next to its
+metrics), Rg against length, example structures (from each run's samples store)."""
 from __future__ import annotations
 
 import csv
@@ -71,7 +72,9 @@ def rows_from(documents: list[dict], convention: str = "zero") -> list[dict]:
             else:
                 m = data["metrics"][convention]
                 row.update(threshold=data["threshold"], n_molecules=m["n_molecules"], n_failed=m["n_failed"], **{k: m[k] for k in KEYS},
-                           plausible=data.get("plausibility", {}).get("all"))
+                           plausible=data.get("plausibility", {}).get("all"), stereo_correct=data.get("stereo", {}).get("correct"),
+                           stereo_molecules=data.get("stereo", {}).get("molecules_with_stereo"),
+                           stereo_of=data.get("stereo", {}).get("molecules"))
         except (KeyError, TypeError) as err:
             raise ValueError(f"{p}: not a metrics file of `qdiff evaluate` (missing {err})") from err
         rows.append(row)
@@ -87,7 +90,9 @@ def summarize(rows: list[dict]) -> list[dict]:
     for (dataset, treatment, sampler), rs in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         entry = {"dataset": dataset, "kind": rs[0]["kind"], "treatment": treatment, "sampler": sampler, "seeds": len(rs),
                  "threshold": rs[0]["threshold"]}
-        for k in (BACKBONE_KEYS if entry["kind"] == "backbones" else KEYS + ("plausible",)) + ("path_length",):
+        if entry["kind"] == "molecules":
+            entry["stereo_molecules"], entry["stereo_of"] = rs[0].get("stereo_molecules"), rs[0].get("stereo_of")
+        for k in (BACKBONE_KEYS if entry["kind"] == "backbones" else KEYS + ("plausible", "stereo_correct")) + ("path_length",):
             vals = np.array([r[k] for r in rs if r.get(k) is not None], dtype=float)
             entry[k] = float(vals.mean()) if vals.size else float("nan")
             entry[f"{k}_std"] = float(vals.std()) if vals.size > 1 else 0.0
@@ -114,22 +119,34 @@ def _table(dataset: str, items: list[dict], convention: str) -> list[str]:
         lines.append("\nJensen-Shannon distances against the reference test split; TM-scores from TM-align (tmtools).\n")
         return lines
     head = ("| method | seeds | COV-R % mean / median | AMR-R Å mean / median | COV-P % mean / median | AMR-P Å mean / median "
-            "| plausible % | path length |")
-    lines = [f"### {dataset}{note}\n\n{head}\n|---|---|---|---|---|---|---|---|"]
+            "| plausible % | stereo % | path length |")
+    lines = [f"### {dataset}{note}\n\n{head}\n|---|---|---|---|---|---|---|---|---|"]
     for s in items:
         lines.append(f"| qdiff {s['treatment']} ({s['sampler']}) | {s['seeds']} "
                      f"| {100 * s['cov_r_mean']:.1f} ± {100 * s['cov_r_mean_std']:.1f} / {100 * s['cov_r_median']:.1f} "
                      f"| {s['amr_r_mean']:.3f} / {s['amr_r_median']:.3f} | {100 * s['cov_p_mean']:.1f} / {100 * s['cov_p_median']:.1f} "
-                     f"| {s['amr_p_mean']:.3f} / {s['amr_p_median']:.3f} | {100 * s['plausible']:.0f} | {s['path_length']:.2f} |")
+                     f"| {s['amr_p_mean']:.3f} / {s['amr_p_median']:.3f} | {100 * s['plausible']:.0f} | {_percent(s['stereo_correct'])} "
+                     f"| {s['path_length']:.2f} |")
     table = published()
     if dataset in table["datasets"]:
         for row in table["datasets"][dataset]["rows"]:
             lines.append(f"| *{row['method']}* (published) | | {row['cov_r'][0]:.2f} / {row['cov_r'][1]:.2f} | {row['amr_r'][0]:.3f} / {row['amr_r'][1]:.3f} "
-                         f"| {row['cov_p'][0]:.2f} / {row['cov_p'][1]:.2f} | {row['amr_p'][0]:.3f} / {row['amr_p'][1]:.3f} | | |")
+                         f"| {row['cov_p'][0]:.2f} / {row['cov_p'][1]:.2f} | {row['amr_p'][0]:.3f} / {row['amr_p'][1]:.3f} | | | |")
         lines.append(f"\nPublished rows: {table['source']} (threshold {table['datasets'][dataset]['threshold']} Å).")
     lines.append(f"\nCoverage threshold {items[0]['threshold']} Å; failure convention `{convention}`; plausible = share of checked "
-                 "conformers passing every PoseBusters intramolecular check with stereochemistry preserved.\n")
+                 "conformers passing every PoseBusters intramolecular check with stereochemistry preserved; stereo = share of "
+                 "all generated conformers whose R/S centres and E/Z double bonds (perceived from 3D) equal the reference's, "
+                 f"molecules without any counting as correct ({_stereo_count(items)}).\n")
     return lines
+
+
+def _percent(value) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{100 * value:.1f}"
+
+
+def _stereo_count(items: list[dict]) -> str:
+    k, n = items[0].get("stereo_molecules"), items[0].get("stereo_of")
+    return "no stereo figures" if n is None else f"{k} of {n} molecules have a stereo element"
 
 
 def _plot(summary: list[dict], path: Path) -> None:

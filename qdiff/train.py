@@ -24,6 +24,7 @@ import torch
 
 from .atomic import atomic_path, atomic_write_text
 from .diffusion import check_treatment, interpolant_from_spec, treatment_loss
+from .eval.chirality import resolve_parity_switch
 from .geometry import apply_rotation, center, random_rotation
 from .models import compile_network, count_parameters, model_from_spec
 from .progress import progress_bar
@@ -36,6 +37,10 @@ DEFAULTS = {
     "interpolant": {"name": "etflow", "sigma": 0.1},
     "prior": "gaussian",
     "align_prior": True,
+    # ET-Flow's post-hoc parity switch after sampling (qdiff.eval.chirality): "post_hoc", "none", or
+    # "auto" = post_hoc for the reflection-equivariant molecule networks (EGNN, e3nn symmetry o3),
+    # none for the chirality-aware e3nn (symmetry so3). Resolved below, so the run records which.
+    "parity_switch": "auto",
     "split": None,
     "batch_size": 32,
     "steps": 1000,
@@ -80,6 +85,7 @@ def resolve_config(overrides: dict) -> dict:
         else:
             config[key] = value
     check_treatment(config["treatment"])
+    config["parity_switch"] = resolve_parity_switch(config["model"], config["parity_switch"])
     if config["precision"] not in PRECISIONS:
         raise ValueError(f"precision {config['precision']!r}: choose one of {PRECISIONS}")
     if not (isinstance(config["compile"], bool) or (isinstance(config["compile"], str) and config["compile"])):
