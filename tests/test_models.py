@@ -25,7 +25,8 @@ def molecule_batch(B=3, N=7, seed=0):
     return collate_molecules(items)
 
 
-@pytest.mark.parametrize("name,settings", [("egnn", {}), ("e3nn", {}), ("e3nn", {"edge_scalars": 8, "edge_vectors": 2, "ffn_mult": 2})])
+@pytest.mark.parametrize("name,settings", [("egnn", {}), ("e3nn", {}), ("e3nn", {"edge_scalars": 8, "edge_vectors": 2, "ffn_mult": 2}),
+                                           ("e3nn", {"symmetry": "so3"})])
 def test_molecule_networks_are_se3_equivariant(name, settings):
     torch.manual_seed(0)
     model = build_model(name, **settings).double()
@@ -39,6 +40,86 @@ def test_molecule_networks_are_se3_equivariant(name, settings):
     assert torch.allclose(out_rot, apply_rotation(R, out), atol=1e-9)
     assert (out[~batch["mask"]] == 0).all() and out.abs().sum() > 0
     assert count_parameters(model) > 1000
+
+
+def random_graph_batch(seed: int, B: int = 3):
+    """Molecules of 4-9 atoms with random elements, random tree bonds (random orders) plus a few
+    ring-closing bonds, and random coordinates spread over ~3 Å."""
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for b in range(B):
+        n = int(torch.randint(4, 10, (1,), generator=g))
+        tree = [(i, int(torch.randint(0, i, (1,), generator=g))) for i in range(1, n)]
+        extra = {tuple(sorted(torch.randperm(n, generator=g)[:2].tolist())) for _ in range(2)} - {tuple(sorted(e)) for e in tree}
+        bonds = torch.tensor(tree + sorted(extra), dtype=torch.int64)
+        items.append({
+            "z": torch.randint(1, 18, (n,), generator=g, dtype=torch.uint8), "formal_charge": torch.zeros(n, dtype=torch.int8),
+            "aromatic": torch.zeros(n, dtype=torch.bool), "hybridization": torch.randint(0, 5, (n,), generator=g, dtype=torch.uint8),
+            "in_ring": torch.zeros(n, dtype=torch.bool), "chiral_tag": torch.zeros(n, dtype=torch.uint8),
+            "degree": torch.ones(n, dtype=torch.uint8), "num_hs": torch.zeros(n, dtype=torch.uint8),
+            "pos": 1.5 * torch.randn(n, 3, generator=g), "bond_index": bonds,
+            "bond_order": torch.randint(1, 5, (bonds.shape[0],), generator=g, dtype=torch.uint8),
+            "row": torch.tensor(b), "conformer": torch.tensor(b),
+        })
+    return collate_molecules(items)
+
+
+SO3 = {"symmetry": "so3", "scalars": 16, "vectors": 6, "layers": 3, "cutoff": 4.0}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_so3_e3nn_is_exactly_rotation_equivariant_and_translation_invariant(seed):
+    torch.manual_seed(seed)
+    model = build_model("e3nn", **SO3, ffn_mult=2, edge_scalars=8, edge_vectors=4).double()
+    batch = random_graph_batch(seed)
+    mask = batch["mask"][..., None]
+    x = batch["pos"].double()
+    t = torch.rand(3, dtype=torch.float64)
+    out = model(batch, x, t)
+    assert out.abs().max() > 1e-3 and (out[~batch["mask"]] == 0).all()
+    for k in range(3):
+        R = random_rotation(3, torch.Generator().manual_seed(100 * seed + k), dtype=torch.float64)
+        assert torch.allclose(torch.det(R), torch.ones(3, dtype=torch.float64))  # proper rotations only
+        assert torch.allclose(model(batch, apply_rotation(R, x) * mask, t), apply_rotation(R, out), atol=1e-10)
+    shift = 10.0 * torch.randn(3, 1, 3, dtype=torch.float64)
+    assert torch.allclose(model(batch, (x + shift) * mask, t), out, atol=1e-10)
+
+
+@pytest.mark.parametrize("name,settings", [("egnn", {}), ("e3nn", {}), ("e3nn", {**SO3, "symmetry": "o3"})])
+def test_reflection_equivariant_networks_map_a_mirror_image_to_the_mirrored_output(name, settings):
+    """E(3) networks: f(-x) = -f(x) to float precision, so they cannot tell enantiomers apart."""
+    torch.manual_seed(0)
+    model = build_model(name, **settings).double()
+    batch = random_graph_batch(3)
+    x, t = batch["pos"].double(), torch.rand(3, dtype=torch.float64)
+    assert torch.allclose(model(batch, -x, t), -model(batch, x, t), atol=1e-9)
+    P = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)).expand(3, 3, 3)  # a plane reflection
+    assert torch.allclose(model(batch, apply_rotation(P, x), t), apply_rotation(P, model(batch, x, t)), atol=1e-9)
+
+
+def test_so3_e3nn_does_not_commute_with_reflections():
+    torch.manual_seed(0)
+    model = build_model("e3nn", **SO3).double()
+    batch = random_graph_batch(4)
+    x, t = batch["pos"].double(), torch.rand(3, dtype=torch.float64)
+    out, mirrored = model(batch, x, t), model(batch, -x, t)
+    gap = (mirrored + out).abs().max()
+    assert gap > 1e-2 * out.abs().max() and gap > 1e-4, (gap, out.abs().max())
+
+
+def test_so3_e3nn_adds_the_cross_product_path_that_parity_forbids_in_o3():
+    """Each layer's products: O(3) has no 1 x 1 -> 1 path (vector x vector -> vector is a
+    pseudovector, not among the 1o targets); SO(3) has it. Otherwise the same paths."""
+    def paths(model):
+        tp = model.layers[1].tp
+        return sorted((tp.irreps_in1[i.i_in1].ir.l, tp.irreps_in2[i.i_in2].ir.l, tp.irreps_out[i.i_out].ir.l) for i in tp.instructions)
+
+    o3_paths = paths(build_model("e3nn", **{**SO3, "symmetry": "o3"}))
+    so3_paths = paths(build_model("e3nn", **SO3))
+    assert (1, 1, 1) in so3_paths and (1, 1, 1) not in o3_paths
+    assert sorted(set(so3_paths) - {(1, 1, 1)}) == sorted(set(o3_paths))
+    with pytest.raises(ValueError, match="symmetry"):
+        build_model("e3nn", symmetry="se3")
 
 
 @pytest.mark.parametrize("name", ["egnn", "e3nn"])
