@@ -136,3 +136,78 @@ def test_double_bond_geometry_counts_in_stereo_but_not_in_tetrahedral():
     reference = molecules_from_positions(template, e_record.positions)[0]
     result = stereo_correct(reference, molecules_from_positions(template, np.concatenate([e_record.positions, z_record.positions])))
     assert result["correct"] == 1 and result["tetrahedral"] == 2 and result["has_stereo"] and not result["has_tetrahedral"]
+
+
+CHIRAL = ["[C@@H](F)(Cl)Br", "C[C@H](N)C(=O)O"]
+
+
+def chiral_store(path, smiles=CHIRAL):
+    """One MMFF-relaxed conformer of each molecule, tags from that conformer (as featurize does)."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from qdiff.data.chem import record_from_mol
+    from qdiff.data.molecule_store import MoleculeStoreWriter
+
+    with MoleculeStoreWriter(path, dataset="chiral", source="test") as writer:
+        for k, smi in enumerate(smiles):
+            mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+            AllChem.EmbedMolecule(mol, randomSeed=k)
+            AllChem.MMFFOptimizeMolecule(mol)
+            writer.add(record_from_mol(mol, f"mol{k}", mol.GetConformer().GetPositions()[None], smiles=smi))
+    return path
+
+
+def right_enantiomer_fraction(reference_store, samples_store) -> float:
+    """Share of generated conformers whose RDKit CIP labels (from 3D) equal the reference's."""
+    from qdiff.data.chem import mol_from_arrays
+    from qdiff.data.molecule_store import SAMPLES_SCHEMA, MoleculeStore
+    from qdiff.eval.conformers import molecules_from_positions
+
+    counts = []
+    with MoleculeStore(reference_store) as ref, MoleculeStore(samples_store, schema=SAMPLES_SCHEMA) as samples:
+        for k in range(len(samples)):
+            m, gen = ref.molecule(k), samples.molecule(k)
+            template = mol_from_arrays(m["atoms"], m["bond_index"], m["bonds"]["order"])
+            result = stereo_correct(molecules_from_positions(template, m["positions"])[0], molecules_from_positions(template, gen["positions"]))
+            assert result["has_tetrahedral"]
+            counts.append((result["tetrahedral"], result["n"]))
+    return sum(c for c, _ in counts) / sum(n for _, n in counts)
+
+
+def train_and_sample(tmp_path, model: dict, steps: int):
+    from qdiff.data.molecule_store import SAMPLES_SCHEMA, MoleculeStore
+    from qdiff.sample import sample_molecules
+    from qdiff.train import train
+
+    store = chiral_store(tmp_path / "chiral.h5")
+    train(store, tmp_path / "run", {"model": model, "steps": steps, "batch_size": 16, "lr": 3e-3, "warmup_steps": 20, "val_every": 0,
+                                    "checkpoint_every": 100_000, "ema": 0.99, "treatment": "conventional"}, progress=False)
+    summary = sample_molecules(tmp_path / "run", tmp_path / "samples.h5", multiplier=20, steps=20, sdf=False, progress=False, device="cpu")
+    with MoleculeStore(tmp_path / "samples.h5", schema=SAMPLES_SCHEMA) as samples:
+        import json
+
+        settings = json.loads(samples.attrs["settings"])
+        mirrored = int(samples.attrs["mirrored_by_parity_switch"])
+    return right_enantiomer_fraction(store, tmp_path / "samples.h5"), settings, mirrored, summary
+
+
+@pytest.mark.slow
+def test_a_tiny_o3_network_with_the_parity_switch_makes_the_right_enantiomer(tmp_path):
+    """EGNN (E(3)) on CHFClBr and alanine: about half the raw samples come out mirrored and are
+    switched back; >= 95% of the stored samples have the reference's R/S labels (RDKit)."""
+    fraction, settings, mirrored, summary = train_and_sample(tmp_path, {"name": "egnn", "hidden": 32, "layers": 3}, 1000)
+    assert settings["parity_switch"] == "post_hoc" and summary["parity_switch"] == "post_hoc"
+    assert 0.2 < mirrored / 40 < 0.8, mirrored  # the network itself cannot choose: the switch does
+    assert fraction >= 0.95, fraction
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="the tiny SO(3) e3nn does not learn handedness at test budgets: ~40-55% right enantiomer "
+                          "after 1k-5k steps on CHFClBr alone (measured), although the same network learns a "
+                          "chirality classification in 100 supervised steps; see the report of issue 12", strict=False)
+def test_a_tiny_so3_network_makes_the_right_enantiomer_without_a_switch(tmp_path):
+    fraction, settings, mirrored, _ = train_and_sample(
+        tmp_path, {"name": "e3nn", "symmetry": "so3", "scalars": 16, "vectors": 8, "layers": 3, "cutoff": 5.0}, 1000)
+    assert settings["parity_switch"] == "none" and mirrored == 0
+    assert fraction >= 0.95, fraction

@@ -119,7 +119,12 @@ def test_workflow_and_dvc_end_to_end(tmp_path):
     assert not list((work / "results").rglob("*.tmp"))
     info = json.loads((work / "results" / "data" / "demo-qm9.info.json").read_text())
     assert info["molecules"] == 40 and info["dataset"] == "demo-qm9"
-    assert "quotient" in (work / "results" / "report" / "summary.md").read_text()
+    report_md = (work / "results" / "report" / "summary.md").read_text()
+    assert "quotient" in report_md
+    # the demo's EGNN runs use ET-Flow's parity switch, and the report shows the stereo-correct share per treatment
+    run_config = json.loads((work / "results" / "runs" / "demo-qm9" / "quotient" / "seed0" / "config.json").read_text())
+    assert run_config["model"]["name"] == "egnn" and run_config["parity_switch"] == "post_hoc"
+    assert "| stereo % |" in report_md and re.search(r"^\| qdiff quotient \(ode\) \|.*\| \d+\.\d \| \S+ \|$", report_md, re.M), report_md
     assert (work / "results" / "runs" / "demo-qm9" / "quotient" / "seed0" / "checkpoints" / "last.pt").is_file()
     assert "up to date" in dvc("status").stdout
     assert "metrics.json" in dvc("metrics", "show").stdout
