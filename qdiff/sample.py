@@ -3,7 +3,10 @@
 Molecules: for each molecule of the run's test split (or of the whole store), `multiplier` x
 (number of reference conformers) samples (ET-Flow's protocol uses 2), batched over molecules, into
 a store of schema `qdiff.samples.molecules` (/molecules/source_row = the reference row) and an SDF
-file beside it (every sample with the molecule's bonds).
+file beside it (every sample with the molecule's bonds). With the run's `parity_switch: post_hoc`
+(the default for reflection-equivariant networks) a conformer whose tetrahedral centres contradict
+the reference's chiral tags is mirrored before it is written (ET-Flow; qdiff.eval.chirality); the
+store's settings record the switch and its attrs the number mirrored.
 
 Backbones: `per_length` chains for each length (by default the lengths of the reference test
 split, capped at the run's max_length) into a store of schema `qdiff.samples.proteins`
