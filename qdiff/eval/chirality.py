@@ -17,7 +17,7 @@ etflow/commons/featurization.py):
 
 One deliberate difference: ET-Flow's volume is (n0 - n3) · ((n1 - n3) × (n2 - n3)), the
 orientation of the neighbour tetrahedron; qdiff uses the centre atom c in place of n3,
-V = (n0 - c) · ((n1 - c) × (n2 - c)), which is how RDKit itself turns 3D into CW/CCW tags. The two
+V = (n0 - c) · ((n1 - c) × (n2 - c)), which agrees with RDKit's own 3D perception of the tags. The two
 agree whenever the centre lies inside its neighbours' tetrahedron and differ for inverted
 bridgeheads (bicyclo[1.1.0]butanes): on 300 demo-qm9 molecules (557 tagged centres) ET-Flow's form
 contradicts the reference's own tag once (dsgdb9nsd_044001, O=C1CC23CC2(CC3)C1), which would
@@ -27,9 +27,10 @@ Expected handedness comes from the molecule store's `atoms/chiral_tag` (0 none, 
 3 other; assigned by RDKit from the reference's first conformer, qdiff.data.chem.record_from_mol)
 and the bond list: the store keeps RDKit's bond order, and RDKit lists an atom's bonds in that
 order, so a centre's neighbours are the other ends of its bonds in store order. The tags are
-therefore those of the reference geometry, not of a SMILES (ET-Flow re-reads the SMILES); for GEOM
-and QM9 the two agree wherever the SMILES carries stereo. The geometry here is plain numpy (no
-RDKit), so sampling can apply it; only `stereo_correct` imports RDKit.
+therefore those of the reference geometry, not of a SMILES (ET-Flow re-reads the SMILES; where
+the two could disagree, qdiff follows the geometry that RMSD coverage is measured against). The
+geometry here is plain numpy (no RDKit), so sampling can apply it; only `stereo_correct` imports
+RDKit.
 """
 from __future__ import annotations
 
