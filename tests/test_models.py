@@ -198,3 +198,16 @@ def test_backbone_transformer_shapes_masks_and_self_conditioning():
         build_model("e3nn", edge_scalars=8)
     with pytest.raises(ValueError, match="unknown model"):
         build_model("schnet")
+
+
+def test_paper_study_molecule_network_is_et_flow_so3_sized():
+    """studies/paper.yaml trains the chirality-aware e3nn at ET-Flow(SO(3))'s 9.1M parameters
+    (paper-digest section 4.1), within 1%."""
+    from pathlib import Path
+
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "studies" / "paper.yaml").read_text())["models"]["train"]["model"]
+    assert spec["name"] == "e3nn" and spec["symmetry"] == "so3"
+    model = build_model(**spec)
+    assert abs(count_parameters(model) - 9.1e6) < 0.01 * 9.1e6, count_parameters(model)
