@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .diffusion import CURVATURE_SIGNS, TREATMENTS
+from .diffusion import CURVATURE_SIGNS, PARAMETERIZATIONS, TREATMENTS
 
 
 def _positive_int(text: str) -> int:
@@ -16,7 +16,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_toy(sub) -> None:
-    from .toy import SAMPLERS, TARGETS
+    from .toy import SAMPLERS, SDE_SCHEDULES, TARGETS
 
     p = sub.add_parser(
         "toy",
@@ -31,7 +31,12 @@ def _add_toy(sub) -> None:
     p.add_argument("--samples", type=_positive_int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ode-method", choices=("euler", "heun"), default="euler")
-    p.add_argument("--noise-scale", type=float, default=1.0, help="SDE: eta_t = scale * alpha_hat_t^2")
+    p.add_argument("--noise-scale", type=float, default=1.0,
+                   help="SDE: eta_t = scale * alpha_hat_t^2 (--sde-schedule eta), or Proteina's noise-only scale gamma (proteina)")
+    p.add_argument("--sde-schedule", choices=SDE_SCHEDULES, default="eta",
+                   help="eta: temperature-1 SDE; proteina: Proteina's g(t) = 1/(t + 0.01), log time grid, noise scaled by --noise-scale")
+    p.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="denoiser",
+                   help="the oracle minimizes the denoiser-form or the velocity-form loss of the treatment")
     p.add_argument(
         "--curvature", choices=sorted(CURVATURE_SIGNS), default="minus",
         help="quotient SDE curvature drift: minus (correct), plus (paper Eq. 12 as printed), none",
@@ -62,7 +67,7 @@ def _run_toy(args: argparse.Namespace) -> int:
         samples=args.samples, seed=args.seed, ode_method=args.ode_method,
         noise_scale=args.noise_scale, curvature=args.curvature, jitter=args.jitter,
         mc_draws=args.mc_draws, boltz_realign=args.boltz_realign, rho=args.rho,
-        vertical_drift=args.vertical_drift,
+        vertical_drift=args.vertical_drift, parameterization=args.parameterization, sde_schedule=args.sde_schedule,
     )
     result = run_toy(config)
     if args.out:
