@@ -261,7 +261,11 @@ def _add_model_commands(sub) -> None:
     s.add_argument("--sampler", choices=("ode", "sde"), default="ode")
     s.add_argument("--steps", type=_positive_int, help="integration steps (default: 50 molecules, 400 backbones)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--noise-scale", type=float, help="SDE noise scale (default: 1.0 molecules, 0.45 backbones)")
+    s.add_argument("--noise-scale", type=float, help="SDE noise scale (default: 1.0 molecules, 0.45 backbones): the scale of "
+                   "eta_t = scale * alpha_hat_t^2 (--sde-schedule eta), or Proteina's gamma scaling the noise only (proteina)")
+    s.add_argument("--sde-schedule", choices=("eta", "proteina"),
+                   help="eta (default): temperature-1 SDE; proteina: Proteina's g(t) = 1/(t + 0.01), log time grid, "
+                   "noise-only scale (gamma < 1: low temperature)")
     s.add_argument("--align-to-xt", action="store_true", help="Boltz/AF3-style: rotate the implied x̂1 onto x_t at each step")
     s.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     s.add_argument("--compile", nargs="?", const=True, default=None, metavar="BACKEND",
@@ -333,7 +337,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     from .sample import sample
 
     summary = sample(args.run, args.out, sampler=args.sampler, steps=args.steps, seed=args.seed, noise_scale=args.noise_scale,
-                     align_to_xt=args.align_to_xt, device=args.device, multiplier=args.multiplier,
+                     sde_schedule=args.sde_schedule, align_to_xt=args.align_to_xt, device=args.device, multiplier=args.multiplier,
                      max_molecules=args.max_molecules, lengths=args.lengths, per_length=args.per_length,
                      max_chains=args.max_chains, pdb_dir=args.pdb_dir, compile=args.compile,
                      precision=args.precision)

@@ -13,8 +13,14 @@ folder of Cα-only PDB files.
 The sampler's geometry follows the training treatment (quotient: horizontal projection and, for
 the SDE, the curvature drift with the minus sign). `align_to_xt` adds the Boltz/AF3-style
 alignment at each step: the implied clean structure x̂1 is Kabsch-rotated onto x_t before the
-update (equal, up to one global rotation, to aligning x_t onto x̂1). The SDE needs a
-denoiser-parameterized model with a Gaussian prior.
+update (equal, up to one global rotation, to aligning x_t onto x̂1).
+
+The SDE takes any run: a denoiser gives the score through Eq. 4; a velocity model through the
+prior's covariance (isotropic Gaussian, or the harmonic prior's inverse bond Laplacian:
+`qdiff.diffusion.denoiser_and_score_from_velocity`). `sde_schedule` `eta` is qdiff's
+temperature-1 SDE (η_t = noise_scale · α̂_t²); `proteina` is Proteína's (g(t) = 1/(t + 0.01), its
+log time grid, ODE steps after t = 0.99, noise_scale = its γ scaling the noise only: low
+temperature for γ < 1).
 """
 from __future__ import annotations
 
@@ -32,7 +38,19 @@ from .data.records import MoleculeRecord
 from .data.ca_pdb import write_ca_pdb
 from .data.residues import CA
 from .data.sources.mmcif import ChainRecord, StructureRecord
-from .diffusion import denoiser_noise_schedule, gaussian_prior, fields_from_denoiser, fields_from_velocity, interpolant_from_spec, sample_ode, sample_sde, sampler_geometry
+from .diffusion import (
+    PriorSpectrum,
+    denoiser_noise_schedule,
+    fields_from_denoiser,
+    fields_from_velocity,
+    gaussian_prior,
+    interpolant_from_spec,
+    proteina_noise_schedule,
+    proteina_time_grid,
+    sample_ode,
+    sample_sde,
+    sampler_geometry,
+)
 from .geometry import kabsch_align
 from .models import compile_network, model_from_spec
 from .progress import progress_bar
@@ -80,22 +98,36 @@ class NetworkCall:
         return out
 
 
+SDE_SCHEDULES = ("eta", "proteina")
+
+
 def _run_sampler(call: NetworkCall, config: dict, x0: torch.Tensor, mask: torch.Tensor, *, sampler: str, steps: int,
-                 noise_scale: float, generator: torch.Generator):
+                 noise_scale: float, generator: torch.Generator, sde_schedule: str = "eta",
+                 prior: PriorSpectrum | None = None):
+    """ODE or SDE sampling with the run's interpolant and treatment geometry. A velocity model's
+    score comes from `prior` (the prior covariance of this batch; None: isotropic Gaussian)."""
     interpolant = interpolant_from_spec(config["interpolant"])
     geometry = sampler_geometry(config["treatment"])
-    fields = fields_from_denoiser(call, interpolant) if config["parameterization"] == "denoiser" else fields_from_velocity(call)
+    if config["parameterization"] == "denoiser":
+        fields = fields_from_denoiser(call, interpolant)
+    else:
+        fields = fields_from_velocity(call, interpolant, prior)
     if sampler == "ode":
         return sample_ode(fields, x0, steps=steps, mask=mask, geometry=geometry)
+    if sde_schedule == "proteina":
+        return sample_sde(fields, x0, steps=steps, mask=mask, geometry=geometry, eta=proteina_noise_schedule(),
+                          noise_scale=noise_scale, grid=proteina_time_grid(steps), generator=generator)
     return sample_sde(fields, x0, steps=steps, mask=mask, geometry=geometry,
                       eta=denoiser_noise_schedule(interpolant, noise_scale), generator=generator)
 
 
-def _check_sampler(config: dict, sampler: str) -> None:
+def _check_sampler(config: dict, sampler: str, sde_schedule: str = "eta") -> None:
     if sampler not in ("ode", "sde"):
         raise ValueError(f"sampler {sampler!r}: choose ode or sde")
-    if sampler == "sde" and (config["parameterization"] != "denoiser" or config["prior"] != "gaussian"):
-        raise ValueError("SDE sampling needs a denoiser-parameterized model with a Gaussian prior; use --sampler ode")
+    if sde_schedule not in SDE_SCHEDULES:
+        raise ValueError(f"sde_schedule {sde_schedule!r}: choose one of {SDE_SCHEDULES}")
+    if sampler == "sde" and config["prior"] not in ("gaussian", "harmonic"):
+        raise ValueError(f"SDE sampling needs a Gaussian or harmonic prior, not {config['prior']!r}; use --sampler ode")
 
 
 def _settings(run_dir, config, **kw) -> dict:
@@ -150,7 +182,7 @@ def pack_molecules(counts: list[int], sizes: list[int], max_clouds: int, max_pai
 
 @torch.no_grad()
 def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, seed: int = 0, multiplier: int = 2,
-                     max_molecules: int | None = None, noise_scale: float = 1.0, store: str | Path | None = None,
+                     max_molecules: int | None = None, noise_scale: float = 1.0, sde_schedule: str = "eta", store: str | Path | None = None,
                      batch_samples: int = 512, batch_pairs: int | None = None, align_to_xt: bool = False, device: str = "auto", sdf: bool = True,
                      compile: bool | str = False, precision: str = "fp32", progress: bool = True) -> dict:
     """Conformers for the test molecules, packed by `pack_molecules` into padded batches of at most
@@ -161,7 +193,7 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
     device = resolve_device(device)
     model, config, trained_on = load_run(run_dir, device)
     net = compile_network(model, compile) if compile else model
-    _check_sampler(config, sampler)
+    _check_sampler(config, sampler, sde_schedule)
     store = Path(store) if store else trained_on
     task = task_for(store, config["prior"], config["max_length"])
     if task.kind != "molecules":
@@ -172,7 +204,7 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
     scale = config.get("coord_scale", 1.0)
     nfe, path_lengths = 0, []
     settings = _settings(run_dir, config, sampler=sampler, steps=steps, seed=seed, multiplier=multiplier, precision=precision,
-                         noise_scale=noise_scale, align_to_xt=align_to_xt)
+                         noise_scale=noise_scale, sde_schedule=sde_schedule, align_to_xt=align_to_xt)
     with MoleculeStore(store) as ref, MoleculeStoreWriter(
         out, dataset=ref.attrs["dataset"], source=f"qdiff sample of {Path(run_dir).name}", schema=SAMPLES_SCHEMA, settings=settings,
     ) as writer:
@@ -191,7 +223,9 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
                 one = {key: v.to(device) for key, v in task.collate([dataset[j]] * counts[j]).items()}
                 x0[start : start + counts[j], : sizes[j]] = task.sample_prior(one, torch.zeros(one["pos"].shape, device=device), gen, align=False)
                 start += counts[j]
-            result = _run_sampler(call, config, x0, batch["mask"], sampler=sampler, steps=steps, noise_scale=noise_scale, generator=gen)
+            prior = task.prior_spectrum(batch) if sampler == "sde" else None
+            result = _run_sampler(call, config, x0, batch["mask"], sampler=sampler, steps=steps, noise_scale=noise_scale, generator=gen,
+                                  sde_schedule=sde_schedule, prior=prior)
             nfe += result.nfe * len(group)
             path_lengths += result.path_length.tolist()
             start = 0
@@ -231,7 +265,7 @@ def backbone_lengths(store: str | Path, config: dict, seed: int, max_chains: int
 
 @torch.no_grad()
 def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_length: int = 1, sampler: str = "ode",
-                     steps: int = 400, seed: int = 0, noise_scale: float = 0.45, max_chains: int | None = None,
+                     steps: int = 400, seed: int = 0, noise_scale: float = 0.45, sde_schedule: str = "eta", max_chains: int | None = None,
                      batch_size: int = 64, align_to_xt: bool = False, device: str = "auto", pdb_dir: str | Path | None = None,
                      store: str | Path | None = None, compile: bool | str = False, precision: str = "fp32",
                      progress: bool = True) -> dict:
@@ -239,7 +273,7 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
     device = resolve_device(device)
     model, config, trained_on = load_run(run_dir, device)
     net = compile_network(model, compile) if compile else model
-    _check_sampler(config, sampler)
+    _check_sampler(config, sampler, sde_schedule)
     store = Path(store) if store else trained_on
     if lengths:
         if min(lengths) < 2:
@@ -254,7 +288,7 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
     pdb_dir.mkdir(parents=True, exist_ok=True)
     sc = bool(getattr(model, "self_conditioning", False))
     settings = _settings(run_dir, config, sampler=sampler, steps=steps, seed=seed, per_length=per_length, precision=precision,
-                         noise_scale=noise_scale, align_to_xt=align_to_xt)
+                         noise_scale=noise_scale, sde_schedule=sde_schedule, align_to_xt=align_to_xt)
     with ProteinStore(store) as ref:
         dataset_name = ref.attrs["dataset"]
     nfe, path_lengths, source_rows = 0, [], []
@@ -269,7 +303,8 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
                 mask[b, : jobs[i][0]] = True
             call = NetworkCall(lambda x, t, s: net(x, t, mask, s), config["parameterization"], sc, align_to_xt, precision)
             x0 = gaussian_prior((len(chunk), L, 3), mask, generator=gen, device=device)
-            result = _run_sampler(call, config, x0, mask, sampler=sampler, steps=steps, noise_scale=noise_scale, generator=gen)
+            result = _run_sampler(call, config, x0, mask, sampler=sampler, steps=steps, noise_scale=noise_scale, generator=gen,
+                                  sde_schedule=sde_schedule)
             nfe += result.nfe * len(chunk)
             path_lengths += result.path_length.tolist()
             xs = (result.x / scale).cpu().numpy().astype(np.float32)
@@ -300,9 +335,9 @@ def sample(run_dir, out, **options) -> dict:
     _, config, trained_on = load_run(run_dir)
     kind = task_for(options.get("store") or trained_on, config["prior"], config["max_length"]).kind
     keep = {
-        "molecules": {"sampler", "steps", "seed", "multiplier", "max_molecules", "noise_scale", "store", "batch_samples",
+        "molecules": {"sampler", "steps", "seed", "multiplier", "max_molecules", "noise_scale", "sde_schedule", "store", "batch_samples",
                       "align_to_xt", "device", "sdf", "compile", "precision", "progress"},
-        "backbones": {"lengths", "per_length", "sampler", "steps", "seed", "noise_scale", "max_chains", "batch_size",
+        "backbones": {"lengths", "per_length", "sampler", "steps", "seed", "noise_scale", "sde_schedule", "max_chains", "batch_size",
                       "align_to_xt", "device", "pdb_dir", "store", "compile", "precision", "progress"},
     }[kind]
     ignored = sorted(k for k, v in options.items() if k not in keep and v is not None)

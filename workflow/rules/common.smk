@@ -70,6 +70,7 @@ SAMPLE_FLAGS = {
     "sampler": "--sampler",
     "steps": "--steps",
     "noise_scale": "--noise-scale",
+    "sde_schedule": "--sde-schedule",
     "max_molecules": "--max-molecules",
     "multiplier": "--multiplier",
     "per_length": "--per-length",
