@@ -18,10 +18,22 @@ def toy_runs():
     return runs
 
 
+def toy_velocity_form_runs():
+    """The same grid for the treatments also run as velocity-form oracles (`toy.velocity_form`,
+    by default the alignment baselines of the study), corrected curvature sign only."""
+    toy = config["toy"]
+    default = [t for t in toy["treatments"] if t.startswith("align-")]
+    chosen = set(toy.get("velocity_form", default))
+    return [run for run in toy_runs() if run[1] in chosen and run[3] == "minus"]
+
+
 def toy_result_files():
     return [
         f"results/toy/runs/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json"
         for target, treatment, sampler, curvature, seed in toy_runs()
+    ] + [
+        f"results/toy/velocity/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json"
+        for target, treatment, sampler, curvature, seed in toy_velocity_form_runs()
     ]
 
 

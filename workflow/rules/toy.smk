@@ -1,14 +1,19 @@
 # The exact toy study: one `qdiff toy` job per configuration, then a summary table and plot.
 
 
+# {form}: `runs` holds the oracles of the denoiser-form losses, `velocity` those of the
+# velocity-form losses (the alignment baselines on the aligned endpoint).
 rule toy_run:
     output:
-        "results/toy/runs/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json",
+        "results/toy/{form}/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json",
     log:
-        "logs/toy/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.log",
+        "logs/toy/{form}/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.log",
     benchmark:
-        "logs/benchmarks/toy/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.tsv"
+        "logs/benchmarks/toy/{form}/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.tsv"
     wildcard_constraints:
+        form="runs|velocity",
+        target="[a-z]+",
+        treatment="[a-z0-9-]+",
         sampler="ode|sde",
         curvature="minus|plus|none",
         seed=r"\d+",
@@ -24,12 +29,14 @@ rule toy_run:
         noise_scale=config["toy"]["noise_scale"],
         jitter=config["toy"]["jitter"],
         mc_draws=config["toy"].get("mc_draws", 16),
+        parameterization=lambda wildcards: "velocity" if wildcards.form == "velocity" else "denoiser",
     shell:
         "qdiff toy --target {wildcards.target} --treatment {wildcards.treatment}"
         " --sampler {wildcards.sampler} --curvature {wildcards.curvature}"
         " --seed {wildcards.seed} --samples {params.samples} --steps {params.steps}"
         " --noise-scale {params.noise_scale} --jitter {params.jitter}"
-        " --mc-draws {params.mc_draws} --out {output} > {log} 2>&1"
+        " --mc-draws {params.mc_draws} --parameterization {params.parameterization}"
+        " --out {output} > {log} 2>&1"
 
 
 rule toy_summary:
