@@ -114,7 +114,7 @@ def test_workflow_and_dvc_end_to_end(tmp_path):
     runs = sorted((work / "results" / "toy" / "runs").rglob("*.json"))
     assert len(runs) == 2 * 2 * 2 + 2  # targets x treatments x samplers + plus-sign ablations
     summary = (work / "results" / "toy" / "summary.csv").read_text().splitlines()
-    assert summary[0].startswith("target,treatment,sampler")
+    assert summary[0].startswith("target,treatment,form,sampler")
     assert (work / "results" / "toy" / "z_scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((work / "results").rglob("*.tmp"))
     info = json.loads((work / "results" / "data" / "demo-qm9.info.json").read_text())

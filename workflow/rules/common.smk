@@ -32,7 +32,7 @@ def toy_result_files():
         f"results/toy/runs/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json"
         for target, treatment, sampler, curvature, seed in toy_runs()
     ] + [
-        f"results/toy/velocity/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json"
+        f"results/toy/runs/velocity-form/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json"
         for target, treatment, sampler, curvature, seed in toy_velocity_form_runs()
     ]
 

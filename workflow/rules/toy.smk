@@ -1,17 +1,14 @@
 # The exact toy study: one `qdiff toy` job per configuration, then a summary table and plot.
 
 
-# {form}: `runs` holds the oracles of the denoiser-form losses, `velocity` those of the
-# velocity-form losses (the alignment baselines on the aligned endpoint).
 rule toy_run:
     output:
-        "results/toy/{form}/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json",
+        "results/toy/runs/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json",
     log:
-        "logs/toy/{form}/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.log",
+        "logs/toy/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.log",
     benchmark:
-        "logs/benchmarks/toy/{form}/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.tsv"
+        "logs/benchmarks/toy/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.tsv"
     wildcard_constraints:
-        form="runs|velocity",
         target="[a-z]+",
         treatment="[a-z0-9-]+",
         sampler="ode|sde",
@@ -29,7 +26,7 @@ rule toy_run:
         noise_scale=config["toy"]["noise_scale"],
         jitter=config["toy"]["jitter"],
         mc_draws=config["toy"].get("mc_draws", 16),
-        parameterization=lambda wildcards: "velocity" if wildcards.form == "velocity" else "denoiser",
+        parameterization="denoiser",
     shell:
         "qdiff toy --target {wildcards.target} --treatment {wildcards.treatment}"
         " --sampler {wildcards.sampler} --curvature {wildcards.curvature}"
@@ -37,6 +34,23 @@ rule toy_run:
         " --noise-scale {params.noise_scale} --jitter {params.jitter}"
         " --mc-draws {params.mc_draws} --parameterization {params.parameterization}"
         " --out {output} > {log} 2>&1"
+
+
+# The same oracles for the velocity-form losses (the alignment baselines on the aligned endpoint).
+use rule toy_run as toy_run_velocity with:
+    output:
+        "results/toy/runs/velocity-form/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json",
+    log:
+        "logs/toy/velocity-form/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/toy/velocity-form/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.tsv"
+    params:
+        samples=config["toy"]["samples"],
+        steps=config["toy"]["steps"],
+        noise_scale=config["toy"]["noise_scale"],
+        jitter=config["toy"]["jitter"],
+        mc_draws=config["toy"].get("mc_draws", 16),
+        parameterization="velocity",
 
 
 rule toy_summary:
