@@ -285,6 +285,19 @@ def _add_model_commands(sub) -> None:
                    help="PoseBusters + stereochemistry checks on the first N conformers of each molecule (0: off)")
     e.set_defaults(func=_run_evaluate)
 
+    k = sub.add_parser("etkdg", help="classical baseline: RDKit ETKDGv3 (optionally + MMFF94) conformers of a store's test "
+                       "molecules into a samples store that `qdiff evaluate` scores like a model's")
+    k.add_argument("--reference", required=True, help="molecule store")
+    k.add_argument("--out", required=True, help="samples store (an SDF is written beside it)")
+    k.add_argument("--split", required=True, help="split whose molecules to embed (the models' split)")
+    k.add_argument("--part", choices=("train", "val", "test"), default="test")
+    k.add_argument("--mmff", action="store_true", help="minimize each conformer with MMFF94")
+    k.add_argument("--multiplier", type=_positive_int, default=2, help="conformers per reference conformer (ET-Flow: 2)")
+    k.add_argument("--max-molecules", type=_positive_int, help="the first N molecules of the split part (as `qdiff sample`)")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--timeout", type=_positive_int, default=60, help="seconds per molecule for the embedding")
+    k.set_defaults(func=_run_etkdg)
+
     r = sub.add_parser("report", help="tables and plots of the metrics of all runs")
     r.add_argument("--metrics", nargs="+", required=True, help="JSON files written by `qdiff evaluate`")
     r.add_argument("--out", required=True, help="output folder")
@@ -334,6 +347,16 @@ def _run_sample(args: argparse.Namespace) -> int:
                      precision=args.precision)
     count = f"{summary['molecules']} molecules" if summary["kind"] == "molecules" else f"{summary['backbones']} backbones"
     print(f"{args.out}: {count}, {summary['nfe']} NFE per sample, mean path length {summary['mean_path_length']:.3f}")
+    return 0
+
+
+def _run_etkdg(args: argparse.Namespace) -> int:
+    from .classical import generate_etkdg
+
+    summary = generate_etkdg(args.reference, args.out, split=args.split, part=args.part, multiplier=args.multiplier,
+                             mmff=args.mmff, max_molecules=args.max_molecules, seed=args.seed, timeout_s=args.timeout)
+    print(f"{args.out}: {summary['method']}, {summary['molecules']} molecules ({summary['failed']} failed, "
+          f"{summary['fewer_than_asked']} with fewer conformers than asked, {summary['mmff_missing']} without MMFF parameters)")
     return 0
 
 

@@ -93,6 +93,7 @@ def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, thr
             ids.append(ref["id"])
             jobs.append((ref, gen, max_matches, plausibility_per_molecule))
         settings = json.loads(s.attrs.get("settings", "{}"))
+        generator_failures = s.failures()  # molecules the generator gave up on (e.g. ETKDG could not embed)
         meta = {"nfe_per_sample": s.attrs.get("nfe_per_sample"), "mean_path_length": s.attrs.get("mean_path_length")}
     stat = Path(samples).stat()
     partial = PartialResults(out, {"samples": str(Path(samples).resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
@@ -122,6 +123,10 @@ def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, thr
                 rmsds.append(None)
                 failures[mol_id] = f"{type(err).__name__}: {err}"
         pool.terminate()
+    for mol_id, reason in generator_failures:  # failed molecules of the generator count as failures
+        ids.append(mol_id)
+        rmsds.append(None)
+        failures[mol_id] = f"generator: {reason}"
     per_molecule = [None if m is None else coverage_amr(m, threshold) for m in rmsds]
     result = {
         "dataset": dataset, "samples": str(samples), "reference": str(reference), "threshold": threshold,

@@ -25,11 +25,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .atomic import atomic_path
 from .data.molecule_store import SAMPLES_SCHEMA, MoleculeStore, MoleculeStoreWriter
 from .data.protein_store import PROTEIN_SAMPLES_SCHEMA, ProteinStore, ProteinStoreWriter
 from .data.records import MoleculeRecord
 from .data.ca_pdb import write_ca_pdb
+from .data.sdf import write_sdf  # noqa: F401 (re-exported: qdiff.sample.write_sdf)
 from .data.residues import CA
 from .data.sources.mmcif import ChainRecord, StructureRecord
 from .diffusion import denoiser_noise_schedule, gaussian_prior, fields_from_denoiser, fields_from_velocity, interpolant_from_spec, sample_ode, sample_sde, sampler_geometry
@@ -100,33 +100,6 @@ def _check_sampler(config: dict, sampler: str) -> None:
 
 def _settings(run_dir, config, **kw) -> dict:
     return {"run": str(run_dir), "treatment": config["treatment"], "geometry": sampler_geometry(config["treatment"]), **kw}
-
-
-def write_sdf(records: list[MoleculeRecord], path: str | Path) -> int:
-    """Every conformer of `records` as an SDF entry (the molecule's bonds, name = id, property
-    `sample` = index); written atomically. Returns the number of entries."""
-    from rdkit import Chem
-    from rdkit.Geometry import Point3D
-
-    from .data.chem import mol_from_arrays
-
-    count = 0
-    with atomic_path(path) as tmp:
-        writer = Chem.SDWriter(str(tmp))
-        for record in records:
-            mol = mol_from_arrays(record.atoms, record.bond_index, record.bonds["order"])
-            mol.SetProp("_Name", record.id)
-            for k, positions in enumerate(record.positions):
-                conf = Chem.Conformer(mol.GetNumAtoms())
-                for i, (x, y, z) in enumerate(positions.astype(float)):
-                    conf.SetAtomPosition(i, Point3D(x, y, z))
-                mol.RemoveAllConformers()
-                mol.AddConformer(conf, assignId=True)
-                mol.SetIntProp("sample", k)
-                writer.write(mol)
-                count += 1
-        writer.close()
-    return count
 
 
 def pack_molecules(counts: list[int], sizes: list[int], max_clouds: int, max_pairs: int) -> list[list[int]]:
