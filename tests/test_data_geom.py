@@ -188,3 +188,26 @@ def test_fetch_geom_over_http_then_featurize(tmp_path, geom_raw):
     assert path.read_bytes() == (served / "rdkit_folder.tar.gz").read_bytes()
     summary = featurize("geom-drugs", dest, tmp_path / "drugs.h5", progress=False)
     assert summary["molecules"] == 3
+
+
+def test_training_conformer_draw_uniform_or_weighted(tmp_path):
+    """ET-Flow (etflow/data/dataset.py, EuclideanDataset.get) draws one stored conformer uniformly
+    at random; qdiff's default is the same, "weighted" follows the Boltzmann weights."""
+    from qdiff.data.dataset import ConformerDataset
+
+    path = tmp_path / "d.h5"
+    featurize("demo-drugs", None, path, {"max_molecules": 3, "n_conformers": 4}, progress=False)
+    with MoleculeStore(path) as store:
+        row = max(range(len(store)), key=lambda r: int(store.conf_ptr[r + 1] - store.conf_ptr[r]))
+        c0, n = int(store.conf_ptr[row]), int(store.conf_ptr[row + 1] - store.conf_ptr[row])
+        weights = store.molecule(row)["weights"].astype(float)
+    assert n > 1
+    epochs = 2000
+    for mode, expected in (("uniform", np.full(n, 1 / n)), ("weighted", weights / weights.sum())):
+        ds = ConformerDataset(path, None, "train", conformer=mode, seed=0)
+        assert ConformerDataset(path, None, "train").conformer == "uniform"
+        counts = np.zeros(n)
+        for epoch in range(epochs):
+            ds.set_epoch(epoch)
+            counts[int(ds[list(ds.rows).index(row)]["conformer"]) - c0] += 1
+        assert np.abs(counts / epochs - expected).max() < 0.04, (mode, counts / epochs, expected)
