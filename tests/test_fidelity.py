@@ -14,7 +14,7 @@ value, so neither side can drift silently.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +61,12 @@ MOLECULE_COMMON = [
     ("train.parameterization", "velocity", D41_E + "; the network predicts v"),
     ("train.interpolant.name", "etflow", D41_E + ": x_t = t x1 + (1-t) x0 + sigma sqrt(t(1-t)) eps"),
     ("train.interpolant.sigma", 0.1, D41 + " ('noise scale sigma = 0.1'); " + ETF_QM9 + " / " + ETF_DRUGS + " sigma: 0.1"),
-    ("train.betas", [0.9, 0.999], D41 + " AdamW betas (0.9, 0.999)"),
+    ("train.betas", [0.9, 0.999], D41 + " AdamW betas (0.9, 0.999); ET-Flow etflow/models/base.py defaults beta1 to 0.95 (README Fidelity)"),
     ("train.adam_eps", 1e-8, D41 + " AdamW eps 1e-8"),
     ("train.weight_decay", 1e-8, D41 + " AdamW weight decay 1e-8; ET-Flow configs weight_decay: 1.e-8"),
-    ("train.grad_clip.mode", "adaptive", D41 + " dynamic gradient clipping as in EDM and ET-Flow"),
-    ("train.t_min", 1e-4, D41_E + ": t uniform on [1e-4, 0.9999]"),
+    ("train.grad_clip.mode", "adaptive", D41 + " dynamic gradient clipping as in EDM and ET-Flow; ET-Flow etflow/models/base.py "
+     "configure_gradient_clipping (1.5 x mean + 2 x std of recent norms)"),
+    ("train.t_min", 1e-4, D41_E + ": t uniform on [1e-4, 0.9999]; ET-Flow etflow/models/model.py sample_time(low=1e-4, high=0.9999)"),
     ("train.conformer", "uniform", ETF_DATA),
     ("train.loss_reduction", "atom_l2", D41_E + " (per-atom L2 norm, not squared); " + ETF_LOSS),
     ("sample.sampler", "ode", D41 + " Euler ODE for every ET-Flow-series row"),
