@@ -211,3 +211,22 @@ def test_training_conformer_draw_uniform_or_weighted(tmp_path):
             ds.set_epoch(epoch)
             counts[int(ds[list(ds.rows).index(row)]["conformer"]) - c0] += 1
         assert np.abs(counts / epochs - expected).max() < 0.04, (mode, counts / epochs, expected)
+
+
+def test_twice_as_many_samples_as_references_for_a_full_test_ensemble(tmp_path, geom_raw):
+    """ET-Flow scripts/eval.py generates 2 x the reference conformers of each test molecule; with
+    every conformer kept for the test molecules, that is 2 x the full ensemble."""
+    from qdiff.sample import sample_molecules
+    from qdiff.train import train
+
+    raw, _ = geom_raw
+    np.save(raw / "drugs_split.npy", np.array([np.array([0, 3, 4]), np.array([1, 5]), np.array([2, 6])], dtype=object), allow_pickle=True)
+    store = tmp_path / "drugs.h5"
+    featurize("geom-drugs", raw, store, progress=False)
+    train(store, tmp_path / "run", {"split": "etflow", "steps": 1, "batch_size": 2, "val_every": 0, "checkpoint_every": 1000,
+                                    "model": {"name": "egnn", "hidden": 8, "layers": 1}}, progress=False)
+    sample_molecules(tmp_path / "run", tmp_path / "s.h5", steps=1, sdf=False, progress=False)
+    with MoleculeStore(tmp_path / "s.h5", "qdiff.samples.molecules") as s:
+        assert s.ids() == ["ethanol-amide"] and s.molecule(0)["positions"].shape[0] == 2 * 34
+        settings = json.loads(s.attrs["settings"])
+    assert settings["reference_conformers"] == "all" and settings["molecules"] == "split etflow: test"
