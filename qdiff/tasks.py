@@ -18,11 +18,12 @@ class MoleculeTask:
     """Conformers of molecular graphs; equivariant networks (no augmentation needed)."""
 
     prior: str = "gaussian"
+    conformer: str = "uniform"  # training conformer draw (see ConformerDataset); ET-Flow: uniform
     kind = "molecules"
     equivariant = True
 
     def dataset(self, store, split, part, seed):
-        return ConformerDataset(store, split, part, seed=seed)
+        return ConformerDataset(store, split, part, conformer=self.conformer, seed=seed)
 
     collate = staticmethod(collate_molecules)
 
@@ -80,10 +81,10 @@ class BackboneTask:
         return model(x, t, batch["mask"], self_cond)
 
 
-def task_for(store, prior: str = "gaussian", max_length: int | None = 256):
+def task_for(store, prior: str = "gaussian", max_length: int | None = 256, conformer: str = "uniform"):
     schema = store_schema(store)
     if schema == "qdiff.molecules":
-        return MoleculeTask(prior)
+        return MoleculeTask(prior, conformer)
     if schema == "qdiff.proteins":
         return BackboneTask(prior, max_length)
     raise ValueError(f"{store}: cannot train on a store of schema {schema!r}")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path, atomic_write_text
+from .data.dataset import CONFORMER_CHOICES
 from .diffusion import check_treatment, interpolant_from_spec, treatment_loss
 from .geometry import apply_rotation, center, random_rotation
 from .models import compile_network, count_parameters, model_from_spec
@@ -37,6 +38,14 @@ DEFAULTS = {
     "prior": "gaussian",
     "align_prior": True,
     "split": None,
+    # Which conformer of a molecule a training item draws each epoch: ET-Flow's is uniform at
+    # random over the stored ones (etflow/data/dataset.py, EuclideanDataset.get); "weighted"
+    # draws by Boltzmann weight, "first" takes the highest-weight one. Molecule stores only.
+    "conformer": "uniform",
+    # Per-sample reduction of the per-atom residual r_n (after the treatment's projection or
+    # alignment): "mse" = mean_n |r_n|², "atom_l2" = mean_n |r_n| (ET-Flow's batchwise_l2_loss in
+    # etflow/models/loss.py: unsquared per-atom norm, averaged per molecule, then over the batch).
+    "loss_reduction": "mse",
     "batch_size": 32,
     "steps": 1000,
     "lr": 5e-4,
@@ -69,6 +78,7 @@ DEFAULTS = {
 # Settings that change how a run executes, not what it computes: a run may resume with others.
 RUNTIME_KEYS = ("device", "compile", "tensorboard", "checkpoint_every", "checkpoint_minutes", "val_every")
 PRECISIONS = ("fp32", "bf16")
+LOSS_REDUCTIONS = ("mse", "atom_l2")
 T_DISTRIBUTIONS = ("uniform", "proteina")
 # Proteína's t distribution, proteinfoundation/proteinflow/model_trainer_base.py (`sample_t`,
 # name "mix_up02_beta": Uniform(0, 1) with probability 0.02, else Beta(p1, p2)) with
@@ -97,6 +107,10 @@ def resolve_config(overrides: dict) -> dict:
         raise ValueError(f"precision {config['precision']!r}: choose one of {PRECISIONS}")
     if not (isinstance(config["compile"], bool) or (isinstance(config["compile"], str) and config["compile"])):
         raise ValueError(f"compile {config['compile']!r}: true, false or a torch.compile backend name (e.g. inductor)")
+    if config["conformer"] not in CONFORMER_CHOICES:
+        raise ValueError(f"conformer {config['conformer']!r}: choose one of {CONFORMER_CHOICES}")
+    if config["loss_reduction"] not in LOSS_REDUCTIONS:
+        raise ValueError(f"loss_reduction {config['loss_reduction']!r}: choose one of {LOSS_REDUCTIONS}")
     if not 0.0 <= float(config["self_condition"]) <= 1.0:
         raise ValueError(f"self_condition {config['self_condition']!r}: a probability in [0, 1]")
     if config["t_distribution"] not in T_DISTRIBUTIONS:
@@ -220,7 +234,7 @@ class Trainer:
         self.device = resolve_device(c["device"])
         self.rank, self.world = _distributed(self.device)
         torch.manual_seed(c["seed"])
-        self.task = task_for(self.store, c["prior"], c["max_length"])
+        self.task = task_for(self.store, c["prior"], c["max_length"], conformer=c["conformer"])
         self.dataset = self.task.dataset(self.store, c["split"], "train", c["seed"])
         self.val_dataset = self.task.dataset(self.store, c["split"], "val", c["seed"]) if c["split"] else None
         self.model = model_from_spec(c["model"]).to(self.device)
@@ -389,7 +403,8 @@ class Trainer:
         # `compute_fm_loss`: floor 1e-5); qdiff's default floor is 1e-2.
         weight = None if c["parameterization"] == "velocity" else 1.0 / ((1 - t) ** 2 + c["denoiser_weight_floor"])
         losses = treatment_loss(c["treatment"], x_t=x_t, prediction=prediction, target=target, mask=mask, weight=weight,
-                                parameterization=c["parameterization"], clean_target=x1, clean_prediction=implied, t=t)
+                                parameterization=c["parameterization"], clean_target=x1, clean_prediction=implied, t=t,
+                                reduction=c["loss_reduction"])
         return losses.mean()
 
     def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:

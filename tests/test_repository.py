@@ -119,7 +119,8 @@ def test_workflow_and_dvc_end_to_end(tmp_path):
     assert not list((work / "results").rglob("*.tmp"))
     info = json.loads((work / "results" / "data" / "demo-qm9.info.json").read_text())
     assert info["molecules"] == 40 and info["dataset"] == "demo-qm9"
-    assert "quotient" in (work / "results" / "report" / "summary.md").read_text()
+    report_md = (work / "results" / "report" / "summary.md").read_text()
+    assert "quotient" in report_md and "| RDKit ETKDGv3 |" in report_md  # the classical row, same evaluation path
     assert (work / "results" / "runs" / "demo-qm9" / "quotient" / "seed0" / "checkpoints" / "last.pt").is_file()
     assert "up to date" in dvc("status").stdout
     assert "metrics.json" in dvc("metrics", "show").stdout

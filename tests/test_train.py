@@ -167,3 +167,28 @@ def test_compiled_training_and_sampling_match_eager(tmp_path, store):
     assert np.allclose(xs[0], xs[1], atol=1e-4)
     with pytest.raises(ValueError, match="compile"):
         train(store, tmp_path / "bad", {**e3, "compile": 3})
+
+
+def test_conformer_draw_and_loss_reduction_are_training_settings(tmp_path, store, monkeypatch):
+    """ET-Flow draws a training conformer uniformly (etflow/data/dataset.py) and reduces the loss
+    by the unsquared per-atom norm (etflow/models/loss.py batchwise_l2_loss): both are settings,
+    recorded in the run's config."""
+    import json
+
+    import qdiff.train as train_module
+
+    with pytest.raises(ValueError, match="conformer 'boltzmann'"):
+        resolve_config({"conformer": "boltzmann"})
+    with pytest.raises(ValueError, match="loss_reduction 'l1'"):
+        resolve_config({"loss_reduction": "l1"})
+    assert resolve_config({})["conformer"] == "uniform" and resolve_config({})["loss_reduction"] == "mse"
+    seen = []
+    real = train_module.treatment_loss
+    monkeypatch.setattr(train_module, "treatment_loss", lambda *a, **kw: seen.append(kw["reduction"]) or real(*a, **kw))
+    run = tmp_path / "run"
+    train(store, run, {**SMALL, "steps": 2, "val_every": 0, "conformer": "weighted", "loss_reduction": "atom_l2"}, progress=False)
+    assert seen and set(seen) == {"atom_l2"}
+    config = json.loads(torch.load(run / "model.pt", weights_only=True)["config"])
+    assert config["conformer"] == "weighted" and config["loss_reduction"] == "atom_l2"
+    trainer = Trainer(store, tmp_path / "other", resolve_config({**SMALL, "conformer": "first"}), progress=False)
+    assert trainer.dataset.conformer == "first" and trainer.val_dataset.conformer == "first"

@@ -149,6 +149,35 @@ def metrics_files():
     )
 
 
+MOLECULE_DATASETS = ("qm9", "geom-qm9", "geom-drugs", "demo-qm9", "demo-drugs")
+
+
+def baseline_flags(wildcards):
+    """`qdiff etkdg` options: the models' split, and the molecules and multiplier they sample."""
+    train = model_section(wildcards.dataset, "train")
+    sample = model_section(wildcards.dataset, "sample")
+    flags = [f"--split {train['split']}"] if train.get("split") else []
+    if wildcards.method == "etkdg-mmff":
+        flags.append("--mmff")
+    for key, flag in (
+        ("max_molecules", "--max-molecules"),
+        ("multiplier", "--multiplier"),
+    ):
+        if key in sample:
+            flags.append(f"{flag} {sample[key]}")
+    return " ".join(flags)
+
+
+def baseline_metrics_files():
+    """Metrics of each classical baseline on each molecule dataset of the study."""
+    m = config.get("models") or {}
+    return expand(
+        "results/baselines/{dataset}/{method}/metrics.json",
+        dataset=[d for d in m.get("datasets", []) if d in MOLECULE_DATASETS],
+        method=m.get("baselines", []),
+    )
+
+
 def sweep_metrics_files():
     """Metrics of every run re-sampled at each `nfe_sweep` step count (per dataset)."""
     m = config.get("models")
