@@ -19,12 +19,13 @@ def toy_runs():
 
 
 def toy_velocity_form_runs():
-    """The same grid for the treatments also run as velocity-form oracles (`toy.velocity_form`,
-    by default the alignment baselines of the study), corrected curvature sign only."""
+    """Velocity-form oracles of the treatments in `toy.velocity_form` (by default the study's
+    alignment baselines), with the ODE sampler (the field they define; the SDE adds nothing to
+    the comparison of the two forms)."""
     toy = config["toy"]
     default = [t for t in toy["treatments"] if t.startswith("align-")]
     chosen = set(toy.get("velocity_form", default))
-    return [run for run in toy_runs() if run[1] in chosen and run[3] == "minus"]
+    return [run for run in toy_runs() if run[1] in chosen and run[2] == "ode" and run[3] == "minus"]
 
 
 def toy_result_files():
