@@ -50,11 +50,11 @@ def main() -> None:
                 torch.save({"ema": model.state_dict(), "config": json.dumps(config), "store": str(store), "step": 0}, run / "model.pt")
                 if args.compile:  # compile outside the timed run
                     start = time.perf_counter()
-                    sample_molecules(run, run / "warmup.h5", steps=2, max_molecules=args.molecules, device=args.device,
+                    sample_molecules(run, run / "warmup.h5", steps=2, max_molecules=args.molecules, device=args.device, all_molecules=True,
                                      sdf=False, compile=args.compile, precision=args.precision, progress=False)
                     print(f"warm-up (compiling) run: {time.perf_counter() - start:.1f} s", flush=True)
                 start = time.perf_counter()
-                sample_molecules(run, run / "s.h5", steps=args.steps, max_molecules=args.molecules, device=args.device,
+                sample_molecules(run, run / "s.h5", steps=args.steps, max_molecules=args.molecules, device=args.device, all_molecules=True,
                                  sdf=False, compile=args.compile, precision=args.precision, progress=False)
                 elapsed = time.perf_counter() - start
                 with h5py.File(run / "s.h5") as h5:

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .diffusion import CURVATURE_SIGNS, TREATMENTS
+from .diffusion import CURVATURE_SIGNS, PARAMETERIZATIONS, TREATMENTS
 
 
 def _positive_int(text: str) -> int:
@@ -16,7 +16,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_toy(sub) -> None:
-    from .toy import SAMPLERS, TARGETS
+    from .toy import SAMPLERS, SDE_SCHEDULES, TARGETS
 
     p = sub.add_parser(
         "toy",
@@ -31,7 +31,12 @@ def _add_toy(sub) -> None:
     p.add_argument("--samples", type=_positive_int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ode-method", choices=("euler", "heun"), default="euler")
-    p.add_argument("--noise-scale", type=float, default=1.0, help="SDE: eta_t = scale * alpha_hat_t^2")
+    p.add_argument("--noise-scale", type=float, default=1.0,
+                   help="SDE: eta_t = scale * alpha_hat_t^2 (--sde-schedule eta), or Proteina's noise-only scale gamma (proteina)")
+    p.add_argument("--sde-schedule", choices=SDE_SCHEDULES, default="eta",
+                   help="eta: temperature-1 SDE; proteina: Proteina's g(t) = 1/(t + 0.01), log time grid, noise scaled by --noise-scale")
+    p.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="denoiser",
+                   help="the oracle minimizes the denoiser-form or the velocity-form loss of the treatment")
     p.add_argument(
         "--curvature", choices=sorted(CURVATURE_SIGNS), default="minus",
         help="quotient SDE curvature drift: minus (correct), plus (paper Eq. 12 as printed), none",
@@ -62,7 +67,7 @@ def _run_toy(args: argparse.Namespace) -> int:
         samples=args.samples, seed=args.seed, ode_method=args.ode_method,
         noise_scale=args.noise_scale, curvature=args.curvature, jitter=args.jitter,
         mc_draws=args.mc_draws, boltz_realign=args.boltz_realign, rho=args.rho,
-        vertical_drift=args.vertical_drift,
+        vertical_drift=args.vertical_drift, parameterization=args.parameterization, sde_schedule=args.sde_schedule,
     )
     result = run_toy(config)
     if args.out:
@@ -256,7 +261,11 @@ def _add_model_commands(sub) -> None:
     s.add_argument("--sampler", choices=("ode", "sde"), default="ode")
     s.add_argument("--steps", type=_positive_int, help="integration steps (default: 50 molecules, 400 backbones)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--noise-scale", type=float, help="SDE noise scale (default: 1.0 molecules, 0.45 backbones)")
+    s.add_argument("--noise-scale", type=float, help="SDE noise scale (default: 1.0 molecules, 0.45 backbones): the scale of "
+                   "eta_t = scale * alpha_hat_t^2 (--sde-schedule eta), or Proteina's gamma scaling the noise only (proteina)")
+    s.add_argument("--sde-schedule", choices=("eta", "proteina"),
+                   help="eta (default): temperature-1 SDE; proteina: Proteina's g(t) = 1/(t + 0.01), log time grid, "
+                   "noise-only scale (gamma < 1: low temperature)")
     s.add_argument("--align-to-xt", action="store_true", help="Boltz/AF3-style: rotate the implied x̂1 onto x_t at each step")
     s.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     s.add_argument("--compile", nargs="?", const=True, default=None, metavar="BACKEND",
@@ -269,6 +278,9 @@ def _add_model_commands(sub) -> None:
     s.add_argument("--per-length", type=_positive_int, help="backbones: chains per length (default 1)")
     s.add_argument("--max-chains", type=_positive_int, help="backbones: the first N reference test chains only")
     s.add_argument("--pdb-dir", help="backbones: where to write PDB files (default: next to --out)")
+    s.add_argument("--all-molecules", action="store_true", default=None,
+                   help="sample every molecule (or chain) of the store, training ones included, instead of the run's "
+                   "test split; needed for a run trained without a split; recorded in the samples and the metrics")
     s.set_defaults(func=_run_sample)
 
     e = sub.add_parser("evaluate", help="metrics of a samples store: conformers (COV/AMR, both failure conventions) "
@@ -276,7 +288,8 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--samples", required=True)
     e.add_argument("--reference", required=True)
     e.add_argument("--out", required=True, help="metrics JSON")
-    e.add_argument("--threshold", type=float, help="coverage threshold in Å (default: 0.5 QM9-type, 0.75 DRUGS)")
+    e.add_argument("--threshold", type=float, help="coverage threshold in Å (default: the paper's, 0.5 QM9-type, 0.75 "
+                   "DRUGS-type; required for any other dataset)")
     e.add_argument("--workers", type=_positive_int, default=2)
     e.add_argument("--timeout", type=float, default=120.0, help="seconds per molecule")
     e.add_argument("--designability", type=int, default=0, metavar="N",
@@ -284,6 +297,19 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--plausibility", type=int, default=2, metavar="N",
                    help="PoseBusters + stereochemistry checks on the first N conformers of each molecule (0: off)")
     e.set_defaults(func=_run_evaluate)
+
+    k = sub.add_parser("etkdg", help="classical baseline: RDKit ETKDGv3 (optionally + MMFF94) conformers of a store's test "
+                       "molecules into a samples store that `qdiff evaluate` scores like a model's")
+    k.add_argument("--reference", required=True, help="molecule store")
+    k.add_argument("--out", required=True, help="samples store (an SDF is written beside it)")
+    k.add_argument("--split", required=True, help="split whose molecules to embed (the models' split)")
+    k.add_argument("--part", choices=("train", "val", "test"), default="test")
+    k.add_argument("--mmff", action="store_true", help="minimize each conformer with MMFF94")
+    k.add_argument("--multiplier", type=_positive_int, default=2, help="conformers per reference conformer (ET-Flow: 2)")
+    k.add_argument("--max-molecules", type=_positive_int, help="the first N molecules of the split part (as `qdiff sample`)")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--timeout", type=_positive_int, default=60, help="seconds per molecule for the embedding")
+    k.set_defaults(func=_run_etkdg)
 
     r = sub.add_parser("report", help="tables and plots of the metrics of all runs")
     r.add_argument("--metrics", nargs="+", required=True, help="JSON files written by `qdiff evaluate`")
@@ -328,12 +354,22 @@ def _run_sample(args: argparse.Namespace) -> int:
     from .sample import sample
 
     summary = sample(args.run, args.out, sampler=args.sampler, steps=args.steps, seed=args.seed, noise_scale=args.noise_scale,
-                     align_to_xt=args.align_to_xt, device=args.device, multiplier=args.multiplier,
+                     sde_schedule=args.sde_schedule, align_to_xt=args.align_to_xt, device=args.device, multiplier=args.multiplier,
                      max_molecules=args.max_molecules, lengths=args.lengths, per_length=args.per_length,
                      max_chains=args.max_chains, pdb_dir=args.pdb_dir, compile=args.compile,
-                     precision=args.precision)
+                     precision=args.precision, all_molecules=args.all_molecules)
     count = f"{summary['molecules']} molecules" if summary["kind"] == "molecules" else f"{summary['backbones']} backbones"
     print(f"{args.out}: {count}, {summary['nfe']} NFE per sample, mean path length {summary['mean_path_length']:.3f}")
+    return 0
+
+
+def _run_etkdg(args: argparse.Namespace) -> int:
+    from .classical import generate_etkdg
+
+    summary = generate_etkdg(args.reference, args.out, split=args.split, part=args.part, multiplier=args.multiplier,
+                             mmff=args.mmff, max_molecules=args.max_molecules, seed=args.seed, timeout_s=args.timeout)
+    print(f"{args.out}: {summary['method']}, {summary['molecules']} molecules ({summary['failed']} failed, "
+          f"{summary['fewer_than_asked']} with fewer conformers than asked, {summary['mmff_missing']} without MMFF parameters)")
     return 0
 
 

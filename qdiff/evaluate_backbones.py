@@ -44,11 +44,25 @@ def ca_traces(store: ProteinStore, rows) -> list[np.ndarray]:
     return out
 
 
-def _split_rows(store: ProteinStore, part: str) -> np.ndarray:
+def _reference_split(store: ProteinStore, settings: dict) -> str | None:
+    """The split whose test chains are the reference set: the run's (recorded by `qdiff sample`),
+    else the store's first. A store without splits is only accepted for samples drawn with
+    --all-molecules (then every chain is the reference, as recorded); otherwise an error."""
     names = store.split_names()
-    if not names:
+    if settings.get("split") in names:
+        return settings["split"]
+    if names:
+        return names[0]
+    if settings.get("all_molecules"):
+        return None
+    raise ValueError(f"{store.path}: the reference store has no split, so there are no test chains to compare with; "
+                     "featurize with a split, or sample with --all-molecules to compare with every chain (recorded)")
+
+
+def _split_rows(store: ProteinStore, part: str, split: str | None = None) -> np.ndarray:
+    if split is None:
         return np.arange(len(store))
-    return store.split(names[0], part)
+    return store.split(split, part)
 
 
 def per_sample(ca: np.ndarray) -> dict:
@@ -107,12 +121,13 @@ def evaluate_backbones(samples: str | Path, reference: str | Path, out: str | Pa
     with ProteinStore(samples, PROTEIN_SAMPLES_SCHEMA) as s, ProteinStore(reference) as r:
         generated = ca_traces(s, range(len(s)))
         names = s.ids()
-        reference_set = ca_traces(r, _split_rows(r, "test"))
-        train_rows = _split_rows(r, "train")
+        settings = json.loads(s.attrs.get("settings", "{}"))
+        split = _reference_split(r, settings)
+        reference_set = ca_traces(r, _split_rows(r, "test", split))
+        train_rows = _split_rows(r, "train", split)
         if len(train_rows) > novelty_reference:
             train_rows = rng.choice(train_rows, novelty_reference, replace=False)
         training = ca_traces(r, train_rows)
-        settings = json.loads(s.attrs.get("settings", "{}"))
         meta = {"nfe_per_sample": s.attrs.get("nfe_per_sample"), "mean_path_length": s.attrs.get("mean_path_length")}
         dataset = r.attrs["dataset"]
     if not generated:
@@ -151,6 +166,8 @@ def evaluate_backbones(samples: str | Path, reference: str | Path, out: str | Pa
         "kind": "backbones", "dataset": dataset, "samples": str(samples), "reference": str(reference),
         "sampler": settings.get("sampler"), "treatment": settings.get("treatment"), "seed": settings.get("seed"),
         "steps": settings.get("steps"), **meta, "ideal_ca_ca": CA_CA, "reference_chains": len(reference_set),
+        "reference_split": split if split is not None else "none: every chain (--all-molecules)",
+        "all_molecules": bool(settings.get("all_molecules", False)), "lengths_from": settings.get("lengths_from", "not recorded"),
         "metrics": metrics, "per_sample": rows,
     }
     if designability:

@@ -1,6 +1,7 @@
 """`qdiff sample`: generate conformers or Cα backbones with a trained run into a samples store.
 
-Molecules: for each molecule of the run's test split (or of the whole store), `multiplier` x
+Molecules: for each molecule of the run's test split (the whole store, training molecules
+included, only when asked with `all_molecules` / `--all-molecules`, and recorded), `multiplier` x
 (number of reference conformers) samples (ET-Flow's protocol uses 2), batched over molecules, into
 a store of schema `qdiff.samples.molecules` (/molecules/source_row = the reference row) and an SDF
 file beside it (every sample with the molecule's bonds). With the run's `parity_switch: post_hoc`
@@ -16,8 +17,14 @@ folder of Cα-only PDB files.
 The sampler's geometry follows the training treatment (quotient: horizontal projection and, for
 the SDE, the curvature drift with the minus sign). `align_to_xt` adds the Boltz/AF3-style
 alignment at each step: the implied clean structure x̂1 is Kabsch-rotated onto x_t before the
-update (equal, up to one global rotation, to aligning x_t onto x̂1). The SDE needs a
-denoiser-parameterized model with a Gaussian prior.
+update (equal, up to one global rotation, to aligning x_t onto x̂1).
+
+The SDE takes any run: a denoiser gives the score through Eq. 4; a velocity model through the
+prior's covariance (isotropic Gaussian, or the harmonic prior's inverse bond Laplacian:
+`qdiff.diffusion.denoiser_and_score_from_velocity`). `sde_schedule` `eta` is qdiff's
+temperature-1 SDE (η_t = noise_scale · α̂_t²); `proteina` is Proteína's (g(t) = 1/(t + 0.01), its
+log time grid, ODE steps after t = 0.99, noise_scale = its γ scaling the noise only: low
+temperature for γ < 1).
 """
 from __future__ import annotations
 
@@ -28,15 +35,27 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .atomic import atomic_path
 from .data.molecule_store import SAMPLES_SCHEMA, MoleculeStore, MoleculeStoreWriter
 from .data.protein_store import PROTEIN_SAMPLES_SCHEMA, ProteinStore, ProteinStoreWriter
 from .data.records import MoleculeRecord
 from .data.ca_pdb import write_ca_pdb
+from .data.sdf import write_sdf  # noqa: F401 (re-exported: qdiff.sample.write_sdf)
 from .data.residues import CA
 from .data.sources.mmcif import ChainRecord, StructureRecord
+from .diffusion import (
+    PriorSpectrum,
+    denoiser_noise_schedule,
+    fields_from_denoiser,
+    fields_from_velocity,
+    gaussian_prior,
+    interpolant_from_spec,
+    proteina_noise_schedule,
+    proteina_time_grid,
+    sample_ode,
+    sample_sde,
+    sampler_geometry,
+)
 from .eval.chirality import chiral_centres, parity_switch, resolve_parity_switch
-from .diffusion import denoiser_noise_schedule, gaussian_prior, fields_from_denoiser, fields_from_velocity, interpolant_from_spec, sample_ode, sample_sde, sampler_geometry
 from .geometry import kabsch_align
 from .models import compile_network, model_from_spec
 from .progress import progress_bar
@@ -84,53 +103,62 @@ class NetworkCall:
         return out
 
 
+SDE_SCHEDULES = ("eta", "proteina")
+
+
 def _run_sampler(call: NetworkCall, config: dict, x0: torch.Tensor, mask: torch.Tensor, *, sampler: str, steps: int,
-                 noise_scale: float, generator: torch.Generator):
+                 noise_scale: float, generator: torch.Generator, sde_schedule: str = "eta",
+                 prior: PriorSpectrum | None = None):
+    """ODE or SDE sampling with the run's interpolant and treatment geometry. A velocity model's
+    score comes from `prior` (the prior covariance of this batch; None: isotropic Gaussian)."""
     interpolant = interpolant_from_spec(config["interpolant"])
     geometry = sampler_geometry(config["treatment"])
-    fields = fields_from_denoiser(call, interpolant) if config["parameterization"] == "denoiser" else fields_from_velocity(call)
+    if config["parameterization"] == "denoiser":
+        fields = fields_from_denoiser(call, interpolant)
+    else:
+        fields = fields_from_velocity(call, interpolant, prior)
     if sampler == "ode":
         return sample_ode(fields, x0, steps=steps, mask=mask, geometry=geometry)
+    if sde_schedule == "proteina":
+        return sample_sde(fields, x0, steps=steps, mask=mask, geometry=geometry, eta=proteina_noise_schedule(),
+                          noise_scale=noise_scale, grid=proteina_time_grid(steps), generator=generator)
     return sample_sde(fields, x0, steps=steps, mask=mask, geometry=geometry,
                       eta=denoiser_noise_schedule(interpolant, noise_scale), generator=generator)
 
 
-def _check_sampler(config: dict, sampler: str) -> None:
+def _check_sampler(config: dict, sampler: str, sde_schedule: str = "eta") -> None:
     if sampler not in ("ode", "sde"):
         raise ValueError(f"sampler {sampler!r}: choose ode or sde")
-    if sampler == "sde" and (config["parameterization"] != "denoiser" or config["prior"] != "gaussian"):
-        raise ValueError("SDE sampling needs a denoiser-parameterized model with a Gaussian prior; use --sampler ode")
+    if sde_schedule not in SDE_SCHEDULES:
+        raise ValueError(f"sde_schedule {sde_schedule!r}: choose one of {SDE_SCHEDULES}")
+    if sampler == "sde" and config["prior"] not in ("gaussian", "harmonic"):
+        raise ValueError(f"SDE sampling needs a Gaussian or harmonic prior, not {config['prior']!r}; use --sampler ode")
 
 
 def _settings(run_dir, config, **kw) -> dict:
-    return {"run": str(run_dir), "treatment": config["treatment"], "geometry": sampler_geometry(config["treatment"]), **kw}
+    return {"run": str(run_dir), "treatment": config["treatment"], "geometry": sampler_geometry(config["treatment"]),
+            "split": config["split"], **kw}
 
 
-def write_sdf(records: list[MoleculeRecord], path: str | Path) -> int:
-    """Every conformer of `records` as an SDF entry (the molecule's bonds, name = id, property
-    `sample` = index); written atomically. Returns the number of entries."""
-    from rdkit import Chem
-    from rdkit.Geometry import Point3D
+def reference_dataset(task, store, config: dict, seed: int, all_molecules: bool):
+    """(dataset, description) of the rows to sample for: the run's test split, or, only when
+    `all_molecules` is given, every row of the store (training rows included). A run without a
+    split has no test rows: that is an error naming the two fixes, never a silent fallback."""
+    if config["split"] and not all_molecules:
+        return task.dataset(store, config["split"], "test", seed), f"split {config['split']}: test"
+    if not all_molecules:
+        raise ValueError(f"the run was trained without a split (split: null), so it has no test {task.kind}; "
+                         "train with a split (e.g. --set split=random) or, to sample every entry of the store "
+                         "including the training ones, pass --all-molecules (recorded in the samples)")
+    return task.dataset(store, None, "train", seed), "all rows of the store (training rows included: --all-molecules)"
 
-    from .data.chem import mol_from_arrays
 
-    count = 0
-    with atomic_path(path) as tmp:
-        writer = Chem.SDWriter(str(tmp))
-        for record in records:
-            mol = mol_from_arrays(record.atoms, record.bond_index, record.bonds["order"])
-            mol.SetProp("_Name", record.id)
-            for k, positions in enumerate(record.positions):
-                conf = Chem.Conformer(mol.GetNumAtoms())
-                for i, (x, y, z) in enumerate(positions.astype(float)):
-                    conf.SetAtomPosition(i, Point3D(x, y, z))
-                mol.RemoveAllConformers()
-                mol.AddConformer(conf, assignId=True)
-                mol.SetIntProp("sample", k)
-                writer.write(mol)
-                count += 1
-        writer.close()
-    return count
+def _reference_conformers(store: MoleculeStore, split: str | None) -> str:
+    """How many conformers the reference molecules carry, as the featurizer recorded it on the
+    split (GEOM: "all" for the reference split's test part, ET-Flow's protocol)."""
+    if split and f"splits/{split}" in store.h5:
+        return str(store.h5[f"splits/{split}"].attrs.get("test_conformers", "as stored"))
+    return "as stored"
 
 
 def pack_molecules(counts: list[int], sizes: list[int], max_clouds: int, max_pairs: int) -> list[list[int]]:
@@ -154,10 +182,10 @@ def pack_molecules(counts: list[int], sizes: list[int], max_clouds: int, max_pai
 
 @torch.no_grad()
 def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, seed: int = 0, multiplier: int = 2,
-                     max_molecules: int | None = None, noise_scale: float = 1.0, store: str | Path | None = None,
+                     max_molecules: int | None = None, noise_scale: float = 1.0, sde_schedule: str = "eta", store: str | Path | None = None,
                      batch_samples: int = 512, batch_pairs: int | None = None, align_to_xt: bool = False, device: str = "auto", sdf: bool = True,
-                     compile: bool | str = False, precision: str = "fp32", progress: bool = True) -> dict:
-    """Conformers for the test molecules, packed by `pack_molecules` into padded batches of at most
+                     compile: bool | str = False, precision: str = "fp32", all_molecules: bool = False, progress: bool = True) -> dict:
+    """Conformers for the test molecules (every molecule only with `all_molecules`), packed by `pack_molecules` into padded batches of at most
     `batch_samples` clouds and `batch_pairs` padded atom pairs (default 2^16 on CPU, where small
     batches stay in cache: 16 s instead of 80 s at 2^20 for 20 drug-like molecules x 20 conformers;
     2^22 on GPUs). `compile`: torch.compile the network (true or a backend name); `precision`
@@ -165,21 +193,25 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
     device = resolve_device(device)
     model, config, trained_on = load_run(run_dir, device)
     net = compile_network(model, compile) if compile else model
-    _check_sampler(config, sampler)
+    _check_sampler(config, sampler, sde_schedule)
     store = Path(store) if store else trained_on
     task = task_for(store, config["prior"], config["max_length"])
     if task.kind != "molecules":
         raise ValueError(f"{store}: not a molecule store; backbone runs sample with sample_backbones")
     gen = torch.Generator().manual_seed(seed)
-    dataset = task.dataset(store, config["split"], "test", seed) if config["split"] else task.dataset(store, None, "train", seed)
+    dataset, molecules = reference_dataset(task, store, config, seed, all_molecules)
     rows = dataset.rows[:max_molecules] if max_molecules else dataset.rows
     scale = config.get("coord_scale", 1.0)
     nfe, path_lengths = 0, []
+    with MoleculeStore(store) as ref:
+        references = _reference_conformers(ref, None if all_molecules else config["split"])
     # runs from before the setting: "auto" (post_hoc for reflection-equivariant networks)
     parity = resolve_parity_switch(config["model"], config.get("parity_switch", "auto"))
     mirrored = 0
+    # ET-Flow scripts/eval.py: 2 x (number of reference conformers) per test molecule.
     settings = _settings(run_dir, config, sampler=sampler, steps=steps, seed=seed, multiplier=multiplier, precision=precision,
-                         noise_scale=noise_scale, align_to_xt=align_to_xt, parity_switch=parity)
+                         noise_scale=noise_scale, sde_schedule=sde_schedule, align_to_xt=align_to_xt, molecules=molecules,
+                         all_molecules=bool(all_molecules), reference_conformers=references, parity_switch=parity)
     with MoleculeStore(store) as ref, MoleculeStoreWriter(
         out, dataset=ref.attrs["dataset"], source=f"qdiff sample of {Path(run_dir).name}", schema=SAMPLES_SCHEMA, settings=settings,
     ) as writer:
@@ -198,7 +230,9 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
                 one = {key: v.to(device) for key, v in task.collate([dataset[j]] * counts[j]).items()}
                 x0[start : start + counts[j], : sizes[j]] = task.sample_prior(one, torch.zeros(one["pos"].shape, device=device), gen, align=False)
                 start += counts[j]
-            result = _run_sampler(call, config, x0, batch["mask"], sampler=sampler, steps=steps, noise_scale=noise_scale, generator=gen)
+            prior = task.prior_spectrum(batch) if sampler == "sde" else None
+            result = _run_sampler(call, config, x0, batch["mask"], sampler=sampler, steps=steps, noise_scale=noise_scale, generator=gen,
+                                  sde_schedule=sde_schedule, prior=prior)
             nfe += result.nfe * len(group)
             path_lengths += result.path_length.tolist()
             start = 0
@@ -229,11 +263,12 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
     return summary
 
 
-def backbone_lengths(store: str | Path, config: dict, seed: int, max_chains: int | None) -> list[tuple[int, int]]:
-    """(length, reference chain row) for the reference test split (or the whole store), lengths
-    capped at the run's max_length."""
+def backbone_lengths(store: str | Path, config: dict, seed: int, max_chains: int | None,
+                     all_molecules: bool = False) -> list[tuple[int, int]]:
+    """(length, reference chain row) for the reference test split (the whole store only with
+    `all_molecules`), lengths capped at the run's max_length."""
     task = task_for(store, config["prior"], config["max_length"])
-    dataset = task.dataset(store, config["split"], "test", seed) if config["split"] else task.dataset(store, None, "train", seed)
+    dataset, _ = reference_dataset(task, store, config, seed, all_molecules)
     rows = dataset.rows[:max_chains] if max_chains else dataset.rows
     with ProteinStore(store) as ref:
         lengths = ref.chain_lengths()
@@ -243,22 +278,26 @@ def backbone_lengths(store: str | Path, config: dict, seed: int, max_chains: int
 
 @torch.no_grad()
 def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_length: int = 1, sampler: str = "ode",
-                     steps: int = 400, seed: int = 0, noise_scale: float = 0.45, max_chains: int | None = None,
+                     steps: int = 400, seed: int = 0, noise_scale: float = 0.45, sde_schedule: str = "eta", max_chains: int | None = None,
                      batch_size: int = 64, align_to_xt: bool = False, device: str = "auto", pdb_dir: str | Path | None = None,
                      store: str | Path | None = None, compile: bool | str = False, precision: str = "fp32",
-                     progress: bool = True) -> dict:
-    """`per_length` Cα chains per length; coordinates returned to Å (÷ coord_scale)."""
+                     all_molecules: bool = False, progress: bool = True) -> dict:
+    """`per_length` Cα chains per length; coordinates returned to Å (÷ coord_scale). Lengths default
+    to the test split's (every chain of the store only with `all_molecules`)."""
     device = resolve_device(device)
     model, config, trained_on = load_run(run_dir, device)
     net = compile_network(model, compile) if compile else model
-    _check_sampler(config, sampler)
+    _check_sampler(config, sampler, sde_schedule)
     store = Path(store) if store else trained_on
     if lengths:
         if min(lengths) < 2:
             raise ValueError(f"backbone lengths must be >= 2, got {min(lengths)}")
         jobs = [(int(n), -1) for n in lengths]
+        chains = "explicit lengths"
     else:
-        jobs = backbone_lengths(store, config, seed, max_chains)
+        jobs = backbone_lengths(store, config, seed, max_chains, all_molecules)
+        chains = ("all rows of the store (training rows included: --all-molecules)" if all_molecules
+                  else f"split {config['split']}: test")
     jobs = [job for job in jobs for _ in range(per_length)]
     gen = torch.Generator().manual_seed(seed)
     scale = config.get("coord_scale", 1.0)
@@ -266,7 +305,8 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
     pdb_dir.mkdir(parents=True, exist_ok=True)
     sc = bool(getattr(model, "self_conditioning", False))
     settings = _settings(run_dir, config, sampler=sampler, steps=steps, seed=seed, per_length=per_length, precision=precision,
-                         noise_scale=noise_scale, align_to_xt=align_to_xt)
+                         noise_scale=noise_scale, sde_schedule=sde_schedule, align_to_xt=align_to_xt, lengths_from=chains,
+                         all_molecules=bool(all_molecules))
     with ProteinStore(store) as ref:
         dataset_name = ref.attrs["dataset"]
     nfe, path_lengths, source_rows = 0, [], []
@@ -281,7 +321,8 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
                 mask[b, : jobs[i][0]] = True
             call = NetworkCall(lambda x, t, s: net(x, t, mask, s), config["parameterization"], sc, align_to_xt, precision)
             x0 = gaussian_prior((len(chunk), L, 3), mask, generator=gen, device=device)
-            result = _run_sampler(call, config, x0, mask, sampler=sampler, steps=steps, noise_scale=noise_scale, generator=gen)
+            result = _run_sampler(call, config, x0, mask, sampler=sampler, steps=steps, noise_scale=noise_scale, generator=gen,
+                                  sde_schedule=sde_schedule)
             nfe += result.nfe * len(chunk)
             path_lengths += result.path_length.tolist()
             xs = (result.x / scale).cpu().numpy().astype(np.float32)
@@ -312,10 +353,10 @@ def sample(run_dir, out, **options) -> dict:
     _, config, trained_on = load_run(run_dir)
     kind = task_for(options.get("store") or trained_on, config["prior"], config["max_length"]).kind
     keep = {
-        "molecules": {"sampler", "steps", "seed", "multiplier", "max_molecules", "noise_scale", "store", "batch_samples",
-                      "align_to_xt", "device", "sdf", "compile", "precision", "progress"},
-        "backbones": {"lengths", "per_length", "sampler", "steps", "seed", "noise_scale", "max_chains", "batch_size",
-                      "align_to_xt", "device", "pdb_dir", "store", "compile", "precision", "progress"},
+        "molecules": {"sampler", "steps", "seed", "multiplier", "max_molecules", "noise_scale", "sde_schedule", "store", "batch_samples",
+                      "align_to_xt", "device", "sdf", "compile", "precision", "all_molecules", "progress"},
+        "backbones": {"lengths", "per_length", "sampler", "steps", "seed", "noise_scale", "sde_schedule", "max_chains", "batch_size",
+                      "align_to_xt", "device", "pdb_dir", "store", "compile", "precision", "all_molecules", "progress"},
     }[kind]
     ignored = sorted(k for k, v in options.items() if k not in keep and v is not None)
     if ignored:

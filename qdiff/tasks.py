@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .data.dataset import BackboneDataset, ConformerDataset, collate_backbones, collate_molecules
 from .data.info import store_schema
-from .diffusion import gaussian_prior, harmonic_prior
+from .diffusion import PriorSpectrum, gaussian_prior, harmonic_prior, harmonic_spectrum
 from .geometry import center
 
 
@@ -18,28 +18,40 @@ class MoleculeTask:
     """Conformers of molecular graphs; equivariant networks (no augmentation needed)."""
 
     prior: str = "gaussian"
+    conformer: str = "uniform"  # training conformer draw (see ConformerDataset); ET-Flow: uniform
     kind = "molecules"
     equivariant = True
 
     def dataset(self, store, split, part, seed):
-        return ConformerDataset(store, split, part, seed=seed)
+        return ConformerDataset(store, split, part, conformer=self.conformer, seed=seed)
 
     collate = staticmethod(collate_molecules)
 
     def clean(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         return center(batch["pos"].double(), batch["mask"]).float(), batch["mask"]
 
+    @staticmethod
+    def adjacency(batch) -> Tensor:
+        """The bond graph [B, N, N] of a collated batch (1 for a bond, either direction)."""
+        B, N = batch["mask"].shape
+        adj = torch.zeros(B, N, N, device=batch["mask"].device)
+        idx = batch["bond_index"]
+        if idx.numel():
+            b, i, j = idx[:, 0] // N, idx[:, 0] % N, idx[:, 1] % N
+            adj[b, i, j] = 1.0
+            adj[b, j, i] = 1.0
+        return adj
+
     def sample_prior(self, batch, x1: Tensor, generator, align: bool, z: Tensor | None = None) -> Tensor:
         if self.prior == "harmonic":
-            B, N = batch["mask"].shape
-            adj = torch.zeros(B, N, N, device=batch["mask"].device)
-            idx = batch["bond_index"]
-            if idx.numel():
-                b, i, j = idx[:, 0] // N, idx[:, 0] % N, idx[:, 1] % N
-                adj[b, i, j] = 1.0
-                adj[b, j, i] = 1.0
-            return harmonic_prior(adj, batch["mask"], align_to=x1 if align else None, generator=generator, z=z)
+            return harmonic_prior(self.adjacency(batch), batch["mask"], align_to=x1 if align else None, generator=generator, z=z)
         return gaussian_prior(x1.shape, batch["mask"], generator=generator, dtype=x1.dtype, z=z)
+
+    def prior_spectrum(self, batch) -> PriorSpectrum:
+        """The prior's covariance (what turns a velocity into a score): harmonic or isotropic."""
+        if self.prior == "harmonic":
+            return harmonic_spectrum(self.adjacency(batch), batch["mask"])
+        return PriorSpectrum()
 
     def predict(self, model, batch, x: Tensor, t: Tensor, self_cond=None) -> Tensor:
         return model(batch, x, t)
@@ -69,10 +81,10 @@ class BackboneTask:
         return model(x, t, batch["mask"], self_cond)
 
 
-def task_for(store, prior: str = "gaussian", max_length: int | None = 256):
+def task_for(store, prior: str = "gaussian", max_length: int | None = 256, conformer: str = "uniform"):
     schema = store_schema(store)
     if schema == "qdiff.molecules":
-        return MoleculeTask(prior)
+        return MoleculeTask(prior, conformer)
     if schema == "qdiff.proteins":
         return BackboneTask(prior, max_length)
     raise ValueError(f"{store}: cannot train on a store of schema {schema!r}")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path, atomic_write_text
+from .data.dataset import CONFORMER_CHOICES
 from .diffusion import check_treatment, interpolant_from_spec, treatment_loss
 from .eval.chirality import resolve_parity_switch
 from .geometry import apply_rotation, center, random_rotation
@@ -42,6 +43,14 @@ DEFAULTS = {
     # none for the chirality-aware e3nn (symmetry so3). Resolved below, so the run records which.
     "parity_switch": "auto",
     "split": None,
+    # Which conformer of a molecule a training item draws each epoch: ET-Flow's is uniform at
+    # random over the stored ones (etflow/data/dataset.py, EuclideanDataset.get); "weighted"
+    # draws by Boltzmann weight, "first" takes the highest-weight one. Molecule stores only.
+    "conformer": "uniform",
+    # Per-sample reduction of the per-atom residual r_n (after the treatment's projection or
+    # alignment): "mse" = mean_n |r_n|², "atom_l2" = mean_n |r_n| (ET-Flow's batchwise_l2_loss in
+    # etflow/models/loss.py: unsquared per-atom norm, averaged per molecule, then over the batch).
+    "loss_reduction": "mse",
     "batch_size": 32,
     "steps": 1000,
     "lr": 5e-4,
@@ -56,6 +65,11 @@ DEFAULTS = {
     "checkpoint_every": 200,
     "checkpoint_minutes": 30.0,
     "t_min": 1e-4,
+    # Training times: `uniform` on [t_min, 1 - t_min] (ET-Flow), or `proteina`: Proteína's
+    # mixture, 0.98 Beta(1.9, 1.0) + 0.02 Uniform(0, 1) (its `mix_up02_beta`), clamped likewise.
+    "t_distribution": "uniform",
+    # Denoiser-form loss weight 1 / ((1 - t)² + floor); Proteína uses 1e-5.
+    "denoiser_weight_floor": 1e-2,
     "max_length": 256,
     "coord_scale": 1.0,
     "self_condition": 0.5,
@@ -69,6 +83,15 @@ DEFAULTS = {
 # Settings that change how a run executes, not what it computes: a run may resume with others.
 RUNTIME_KEYS = ("device", "compile", "tensorboard", "checkpoint_every", "checkpoint_minutes", "val_every")
 PRECISIONS = ("fp32", "bf16")
+LOSS_REDUCTIONS = ("mse", "atom_l2")
+T_DISTRIBUTIONS = ("uniform", "proteina")
+# Proteína's t distribution, proteinfoundation/proteinflow/model_trainer_base.py (`sample_t`,
+# name "mix_up02_beta": Uniform(0, 1) with probability 0.02, else Beta(p1, p2)) with
+# configs/experiment_config/training_ca.yaml (loss.t_distribution: p1 1.9, p2 1.0).
+PROTEINA_T_UNIFORM_WEIGHT = 0.02
+PROTEINA_T_BETA = (1.9, 1.0)
+# Settings added after runs were first written: older checkpoints resume with these defaults.
+LATER_DEFAULTS = ("t_distribution", "denoiser_weight_floor")
 EXIT_PREEMPTED = 143
 
 
@@ -90,9 +113,61 @@ def resolve_config(overrides: dict) -> dict:
         raise ValueError(f"precision {config['precision']!r}: choose one of {PRECISIONS}")
     if not (isinstance(config["compile"], bool) or (isinstance(config["compile"], str) and config["compile"])):
         raise ValueError(f"compile {config['compile']!r}: true, false or a torch.compile backend name (e.g. inductor)")
+    if config["conformer"] not in CONFORMER_CHOICES:
+        raise ValueError(f"conformer {config['conformer']!r}: choose one of {CONFORMER_CHOICES}")
+    if config["loss_reduction"] not in LOSS_REDUCTIONS:
+        raise ValueError(f"loss_reduction {config['loss_reduction']!r}: choose one of {LOSS_REDUCTIONS}")
     if not 0.0 <= float(config["self_condition"]) <= 1.0:
         raise ValueError(f"self_condition {config['self_condition']!r}: a probability in [0, 1]")
+    if config["t_distribution"] not in T_DISTRIBUTIONS:
+        raise ValueError(f"t_distribution {config['t_distribution']!r}: choose one of {T_DISTRIBUTIONS}")
+    if not float(config["denoiser_weight_floor"]) > 0:
+        raise ValueError(f"denoiser_weight_floor {config['denoiser_weight_floor']!r}: must be > 0")
     return config
+
+
+def sample_times(distribution: str, n: int, t_min: float, generator: torch.Generator) -> torch.Tensor:
+    """n training times [n] on [t_min, 1 - t_min]: `uniform` (ET-Flow), or `proteina`, Proteína's
+    0.98 Beta(1.9, 1.0) + 0.02 Uniform(0, 1) mixture (more weight near the data end t = 1),
+    clamped to the same interval (the ET-Flow interpolant's γ' is infinite at 0 and 1).
+    Draws come from `generator` only (Beta via the ratio of Gamma draws, so resuming and DDP
+    replay the same times)."""
+    u = torch.rand(n, generator=generator)
+    if distribution == "uniform":
+        return t_min + (1 - 2 * t_min) * u
+    if distribution != "proteina":
+        raise ValueError(f"t_distribution {distribution!r}: choose one of {T_DISTRIBUTIONS}")
+    a, b = PROTEINA_T_BETA
+    pick = torch.rand(n, generator=generator)
+    beta = _beta_draws(a, b, n, generator)
+    t = torch.where(pick < PROTEINA_T_UNIFORM_WEIGHT, u, beta)
+    return t.clamp(t_min, 1 - t_min)
+
+
+def _beta_draws(a: float, b: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Beta(a, b) as X / (X + Y), X ~ Gamma(a), Y ~ Gamma(b), each by Marsaglia-Tsang
+    (shape >= 1; shape < 1 through the boost U^(1/shape)), from `generator` alone."""
+
+    def gamma(shape: float) -> torch.Tensor:
+        boost = None
+        if shape < 1:
+            boost = torch.rand(n, generator=generator, dtype=torch.float64) ** (1 / shape)
+            shape += 1
+        d = shape - 1 / 3
+        c = 1 / math.sqrt(9 * d)
+        out = torch.empty(n, dtype=torch.float64)
+        todo = torch.arange(n)
+        while todo.numel():
+            z = torch.randn(todo.numel(), generator=generator, dtype=torch.float64)
+            u = torch.rand(todo.numel(), generator=generator, dtype=torch.float64)
+            v = (1 + c * z) ** 3
+            ok = (v > 0) & (torch.log(u.clamp_min(1e-300)) < 0.5 * z**2 + d - d * v + d * torch.log(v.clamp_min(1e-300)))
+            out[todo[ok]] = d * v[ok]
+            todo = todo[~ok]
+        return out if boost is None else out * boost
+
+    x, y = gamma(a), gamma(b)
+    return (x / (x + y)).float()
 
 
 def science_settings(config: dict) -> dict:
@@ -165,7 +240,7 @@ class Trainer:
         self.device = resolve_device(c["device"])
         self.rank, self.world = _distributed(self.device)
         torch.manual_seed(c["seed"])
-        self.task = task_for(self.store, c["prior"], c["max_length"])
+        self.task = task_for(self.store, c["prior"], c["max_length"], conformer=c["conformer"])
         self.dataset = self.task.dataset(self.store, c["split"], "train", c["seed"])
         self.val_dataset = self.task.dataset(self.store, c["split"], "val", c["seed"]) if c["split"] else None
         self.model = model_from_spec(c["model"]).to(self.device)
@@ -211,7 +286,9 @@ class Trainer:
 
     def load(self, path: Path) -> None:
         state = torch.load(path, map_location=self.device, weights_only=True)
-        if science_settings(json.loads(state["config"])) != science_settings(self.config):
+        saved = json.loads(state["config"])
+        saved = {**{k: DEFAULTS[k] for k in LATER_DEFAULTS}, **saved}
+        if science_settings(saved) != science_settings(self.config):
             raise ValueError(f"{path}: the checkpoint was written with a different configuration; use a new run folder")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
@@ -320,7 +397,7 @@ class Trainer:
             x1 = apply_rotation(random_rotation(G, self.gen)[rows].to(device), x1) * mask[..., None]
         x0 = self.task.sample_prior(batch, x1, self.gen, c["align_prior"], z=standard_normal())
         noise = center(standard_normal(), mask)
-        t = (c["t_min"] + (1 - 2 * c["t_min"]) * torch.rand(G, generator=self.gen)[rows]).to(device)
+        t = sample_times(c["t_distribution"], G, c["t_min"], self.gen)[rows].to(device)
         x_t = self.interpolant.sample(x0, x1, noise, t) * mask[..., None]
         prediction = self.predict(model, batch, x_t, t)
         if c["parameterization"] == "velocity":
@@ -328,9 +405,12 @@ class Trainer:
         else:
             target = x1
         implied = self.implied_clean(x_t, t, prediction)  # AF3's "implied x̂1" for a velocity model
-        weight = None if c["parameterization"] == "velocity" else 1.0 / ((1 - t) ** 2 + 1e-2)
+        # Denoiser form: Proteína's weight 1/((1 - t)² + floor) (proteinfoundation/proteinflow/proteina.py
+        # `compute_fm_loss`: floor 1e-5); qdiff's default floor is 1e-2.
+        weight = None if c["parameterization"] == "velocity" else 1.0 / ((1 - t) ** 2 + c["denoiser_weight_floor"])
         losses = treatment_loss(c["treatment"], x_t=x_t, prediction=prediction, target=target, mask=mask, weight=weight,
-                                parameterization=c["parameterization"], clean_target=x1, clean_prediction=implied)
+                                parameterization=c["parameterization"], clean_target=x1, clean_prediction=implied, t=t,
+                                reduction=c["loss_reduction"])
         return losses.mean()
 
     def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:

@@ -11,12 +11,17 @@ from qdiff.diffusion import (
     INTERPOLANTS,
     TREATMENTS,
     Fields,
+    PriorSpectrum,
+    denoiser_and_score_from_velocity,
     denoiser_noise_schedule,
     fields_from_denoiser,
     fields_from_velocity,
     gaussian_prior,
     harmonic_prior,
+    harmonic_spectrum,
     make_interpolant,
+    proteina_noise_schedule,
+    proteina_time_grid,
     regression_residual,
     sample_ode,
     sample_sde,
@@ -25,7 +30,7 @@ from qdiff.diffusion import (
     treatment_loss,
 )
 from qdiff.diffusion.priors import graph_laplacian
-from qdiff.geometry import apply_rotation, center, kabsch_align, random_rotation, rmsd
+from qdiff.geometry import apply_rotation, center, kabsch_align, kabsch_rotation, random_rotation, rmsd
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -191,18 +196,76 @@ def test_alignment_losses():
     assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
 
 
-def test_velocity_form_alignment_rotates_the_target_field():
-    x_t, x1, u = (random_clouds(3, 6, i) for i in range(3))
-    R = random_rotation(3, torch.Generator().manual_seed(5), dtype=x1.dtype)
-    # Rotating the clean structure and its target field together leaves the GeoDiff loss unchanged.
-    kw = dict(x_t=x_t, prediction=x_t, parameterization="velocity")
-    l1 = treatment_loss("align-geodiff", target=u, clean_target=x1, **kw)
-    l2 = treatment_loss("align-geodiff", target=apply_rotation(R, u), clean_target=apply_rotation(R, x1), **kw)
+def _aligned_velocity_target(treatment, x_t, u, x1, t, clean_prediction=None):
+    """The velocity-form regression target u_A of an alignment treatment: r = v - u_A at v = 0."""
+    zero = torch.zeros_like(x_t)
+    return -regression_residual(treatment, x_t=x_t, prediction=zero, target=u, parameterization="velocity",
+                                clean_target=x1, clean_prediction=clean_prediction, t=t)
+
+
+def pairwise_distances(x):
+    return torch.cdist(x, x)
+
+
+def test_velocity_form_alignment_flows_to_a_rigid_copy_of_the_data():
+    """Linear interpolant without noise. The training pair's target field, held for the rest of
+    the path from x_t (t -> 1), ends on the aligned copy of x1 (pairwise distances of x1); the old
+    form, the whole velocity x1 - x0 rotated by R, ends on x_t + (1 - t) R (x1 - x0), which is not
+    a rigid copy of x1. Followed as a field (realigned at every step, the interpolant's target
+    (x1 - x)/(1 - s) at each point), the new target also stays on that aligned copy."""
+    x0, x1 = center(random_clouds(4, 7, 0)), center(random_clouds(4, 7, 1))
+    t0 = 0.3
+    t = torch.full((4,), t0, dtype=x1.dtype)
+    x_t = (1 - t0) * x0 + t0 * x1
+    u = x1 - x0
+    aligned = kabsch_align(x1, x_t)
+    new = x_t + (1 - t0) * _aligned_velocity_target("align-geodiff", x_t, u, x1, t)
+    assert torch.allclose(new, aligned, atol=1e-9)
+    old = x_t + (1 - t0) * apply_rotation(kabsch_rotation(x1, x_t), u)
+    assert (pairwise_distances(old) - pairwise_distances(x1)).abs().amax() > 0.1
+    ref = random_clouds(4, 7, 5)  # AF3: aligned onto the implied clean structure instead
+    af3 = x_t + (1 - t0) * _aligned_velocity_target("align-af3", x_t, u, x1, t, clean_prediction=ref)
+    assert torch.allclose(pairwise_distances(af3), pairwise_distances(x1), atol=1e-9)
+    assert torch.allclose(af3, center(kabsch_align(x1, ref)), atol=1e-9)
+    x = x_t.clone()
+    grid = torch.linspace(t0, 1.0, 101, dtype=x1.dtype)
+    for s, s_next in zip(grid[:-1], grid[1:]):
+        ts = torch.full((4,), float(s), dtype=x1.dtype)
+        x = x + (s_next - s) * _aligned_velocity_target("align-geodiff", x, (x1 - x) / (1 - s), x1, ts)
+    assert torch.allclose(x, aligned, atol=1e-9)
+
+
+def test_velocity_form_alignment_is_the_conventional_target_when_already_aligned():
+    """With A(x1) = x1 (reference = x1) the baselines regress onto ET-Flow's own noisy target."""
+    it = make_interpolant("etflow", sigma=0.1)
+    x0, x1, eps = (center(random_clouds(3, 6, i)) for i in range(3))
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=x1.dtype)
+    x_t, u = it.sample(x0, x1, eps, t), it.velocity_target(x0, x1, eps, t)
+    target = _aligned_velocity_target("align-af3", x_t, u, x1, t, clean_prediction=x1)
+    assert torch.allclose(target, u, atol=1e-9)
+
+
+def test_velocity_form_alignment_sees_the_data_only_through_its_aligned_copy():
+    """Linear interpolant: pairs (x0, x1) with the same x_t and the same aligned copy of x1 (x1
+    rotated, x0 adjusted) have the same loss; rotating the target field by R (the old form) did not."""
+    x0, x1, pred = (center(random_clouds(3, 6, i)) for i in range(3))
+    t = torch.tensor([0.2, 0.5, 0.7], dtype=x1.dtype).reshape(-1, 1, 1)
+    x_t = (1 - t) * x0 + t * x1
+    Q = random_rotation(3, torch.Generator().manual_seed(5), dtype=x1.dtype)
+    x1b = apply_rotation(Q, x1)
+    x0b = (x_t - t * x1b) / (1 - t)
+    kw = dict(x_t=x_t, prediction=pred, parameterization="velocity", t=t.reshape(-1))
+    l1 = treatment_loss("align-geodiff", target=x1 - x0, clean_target=x1, **kw)
+    l2 = treatment_loss("align-geodiff", target=x1b - x0b, clean_target=x1b, **kw)
     assert torch.allclose(l1, l2, atol=1e-9)
+    old = lambda a, b: ((pred - apply_rotation(kabsch_rotation(a, x_t), a - b)) ** 2).sum((-2, -1))  # noqa: E731
+    assert (old(x1, x0) - old(x1b, x0b)).abs().max() > 1e-3
     with pytest.raises(ValueError, match="clean_target"):
-        regression_residual("align-geodiff", target=u, **kw)
+        regression_residual("align-geodiff", target=x1, **kw)
     with pytest.raises(ValueError, match="clean_prediction"):
-        regression_residual("align-af3", target=u, clean_target=x1, **kw)
+        regression_residual("align-af3", target=x1, clean_target=x1, **kw)
+    with pytest.raises(ValueError, match="times"):
+        regression_residual("align-geodiff", target=x1, clean_target=x1, **{**kw, "t": None})
 
 
 def test_treatment_errors_and_reductions():
@@ -302,3 +365,130 @@ def test_sampler_is_deterministic_given_a_seed():
         for _ in range(2)
     ]
     assert torch.equal(runs[0], runs[1])
+
+
+
+# ---------------------------------------------------------------- Proteína's SDE
+def test_proteina_schedule_and_grid():
+    """g(t) = 1/(t + 0.01) up to t = 0.99, then ODE steps (g = 0); the log grid of p = 2."""
+    g = proteina_noise_schedule()
+    t = torch.tensor([0.0, 0.5, 0.99, 0.995, 1.0], dtype=torch.float64)
+    assert torch.allclose(g(t), torch.tensor([100.0, 1 / 0.51, 1.0, 0.0, 0.0], dtype=torch.float64))
+    grid = proteina_time_grid(400)
+    assert grid[0] == 0 and grid[-1] == 1 and (grid.diff() > 0).all()
+    assert torch.allclose(grid[200], torch.tensor((1 - 0.1) / 0.99, dtype=grid.dtype))  # 1 - 10^(-2·1/2), normalized
+    assert grid.diff()[-1] < grid.diff()[0] / 50  # steps refine geometrically towards the data
+    with pytest.raises(ValueError):
+        proteina_time_grid(0)
+
+
+def test_sde_with_zero_noise_level_is_the_ode_and_needs_no_score():
+    it = make_interpolant("linear")
+    x0 = center(random_clouds(3, 5, 0))
+    velocity_only = fields_from_velocity(lambda x, t, m: -x)
+    zero = lambda t: torch.zeros_like(t)  # noqa: E731
+    grid = proteina_time_grid(10)
+    sde = sample_sde(velocity_only, x0, steps=10, eta=zero, grid=grid, generator=torch.Generator().manual_seed(0))
+    expected = x0.clone()
+    for a, b in zip(grid[:-1], grid[1:]):
+        expected = expected - (b - a) * expected
+    assert torch.allclose(sde.x, expected, atol=1e-12)
+    with pytest.raises(ValueError, match="noise scale"):
+        sample_sde(fields_from_denoiser(gaussian_denoiser(1.0, it), it), x0, steps=3, eta=zero, noise_scale=-0.1)
+    with pytest.raises(ValueError, match="grid"):
+        sample_sde(velocity_only, x0, steps=3, eta=zero, grid=grid)
+
+
+# ---------------------------------------------------------------- SDE sampling of velocity models
+@pytest.mark.parametrize("name", sorted(INTERPOLANTS))
+def test_velocity_to_score_is_eq4_for_the_isotropic_prior(name):
+    it = make_interpolant(name)
+    x, v = random_clouds(3, 6, 0), random_clouds(3, 6, 1)
+    t = torch.tensor([0.05, 0.5, 0.9], dtype=x.dtype)
+    D, s = denoiser_and_score_from_velocity(x, v, t, it)
+    assert torch.allclose(D, it.denoiser_from_velocity(x, v, t), atol=1e-9)
+    assert torch.allclose(s, it.score_from_denoiser(x, D, t), atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["linear", "etflow"])
+def test_velocity_to_score_for_the_harmonic_prior_matches_the_dense_formulas(name):
+    """With C = α²Σ + γ²I: v = (α'αΣ + γ'γI) C⁻¹ (x - βD) + β'D and s = -C⁻¹ (x - βD), in dense
+    N x N matrices (Σ = the harmonic prior's covariance); the mode-wise inversion recovers D and s."""
+    it = make_interpolant(name)
+    n = 6
+    A = chain_adjacency(n, 1)
+    A[0, 0, 3] = A[0, 3, 0] = 1  # a ring closure
+    spectrum = harmonic_spectrum(A, stiffness=1.5)
+    U, var = spectrum.basis[0], spectrum.variance[0]
+    Sigma = U @ torch.diag(var) @ U.T
+    I = torch.eye(n, dtype=torch.float64)
+    x, D = random_clouds(1, n, 0), random_clouds(1, n, 1)
+    for tv in [0.02, 0.3, 0.8, 0.97]:
+        t = torch.tensor([tv], dtype=torch.float64)
+        a, ad, b, bd = it.alpha(t), it.alpha_dot(t), it.beta(t), it.beta_dot(t)
+        g, gd = it.gamma(t), it.gamma_dot(t)
+        C = a**2 * Sigma + g**2 * I
+        Cinv = torch.linalg.inv(C)
+        v = ((ad * a * Sigma + gd * g * I) @ Cinv @ (x[0] - b * D[0]) + bd * D[0])[None]
+        D_back, s = denoiser_and_score_from_velocity(x, v, t, it, spectrum)
+        assert torch.allclose(D_back, D, atol=1e-8)
+        assert torch.allclose(s[0], -Cinv @ (x[0] - b * D[0]), atol=1e-8)
+
+
+def gaussian_target_velocity(sigma, interpolant, spectrum):
+    """The exact velocity E[dx_t/dt | x_t] for x1 ~ N(0, σ² I) (centered) and x0 ~ N(0, Σ): per
+    mode k, x_t has variance V_k = α²σ²_k + γ² + β²σ², and E[dx_t/dt | x_t]_k = (V_k'/2V_k) x_k."""
+
+    def velocity(x, t, mask):
+        tt = t.reshape(-1, 1, 1).to(x.dtype)
+        a, ad, b, bd = interpolant.alpha(tt), interpolant.alpha_dot(tt), interpolant.beta(tt), interpolant.beta_dot(tt)
+        var = spectrum.mode_variance(x)
+        V = a**2 * var + interpolant.gamma(tt) ** 2 + b**2 * sigma**2
+        half_dV = a * ad * var + interpolant._gamma_gamma_dot(tt) + b * bd * sigma**2
+        return spectrum.from_modes(half_dV / V * spectrum.to_modes(x))
+
+    return velocity
+
+
+def _second_moments(x):
+    """Per cloud: |x|² and the squared distance between atoms 0 and 1."""
+    return (x**2).sum((-2, -1)), ((x[:, 0] - x[:, 1]) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("prior_name,interpolant_name,geometry,n_samples,steps", [
+    ("gaussian", "etflow", "center", 1500, 60),
+    ("harmonic", "linear", "center", 1500, 60),
+    ("harmonic", "etflow", "center", 1500, 60),
+    ("harmonic", "etflow", "horizontal", 1000, 60),
+])
+def test_sde_sampling_of_a_velocity_model_recovers_the_target(prior_name, interpolant_name, geometry, n_samples, steps):
+    """A velocity oracle (exact, closed form) sampled with the SDE through the velocity-to-score
+    identity recovers x1 ~ N(0, σ²I): E|x|² = 3(N-1)σ², E|x_0 - x_1|² = 6σ². With the harmonic
+    prior, the same run with the isotropic identity (the prior ignored) is visibly biased."""
+    sigma, n = 1.3, 5
+    it = make_interpolant(interpolant_name)
+    gen = torch.Generator().manual_seed(0)
+    if prior_name == "harmonic":
+        A = chain_adjacency(n, n_samples).double()
+        spectrum = harmonic_spectrum(A)
+        x0 = harmonic_prior(A, generator=gen, dtype=torch.float64)
+    else:
+        spectrum = PriorSpectrum()
+        x0 = gaussian_prior((n_samples, n, 3), generator=gen, dtype=torch.float64)
+    velocity = gaussian_target_velocity(sigma, it, spectrum)
+
+    def run(prior):
+        fields = fields_from_velocity(velocity, it, prior)
+        out = sample_sde(fields, x0, steps=steps, eta=denoiser_noise_schedule(it, 1.0), geometry=geometry,
+                         generator=torch.Generator().manual_seed(1), rho=2.0)
+        return _second_moments(out.x)
+
+    expected = (3 * (n - 1) * sigma**2, 6 * sigma**2)
+    # |x|²/σ² ~ χ²(3(N-1)), |x_0 - x_1|²·(N/(2(N-1)))/σ² ~ χ²(3): standard errors from the exact variances
+    se = (sigma**2 * math.sqrt(2 * 3 * (n - 1) / n_samples), 6 * sigma**2 * math.sqrt(2 / 3 / n_samples))
+    for stat, mu, err in zip(run(spectrum), expected, se):
+        assert abs(stat.mean().item() - mu) < 4 * err, (stat.mean().item(), mu, err)
+    if prior_name == "harmonic":
+        wrong = run(None)
+        z_wrong = max(abs(w.mean().item() - mu) / e for w, mu, e in zip(wrong, expected, se))
+        assert z_wrong > 6

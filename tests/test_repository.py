@@ -114,13 +114,13 @@ def test_workflow_and_dvc_end_to_end(tmp_path):
     runs = sorted((work / "results" / "toy" / "runs").rglob("*.json"))
     assert len(runs) == 2 * 2 * 2 + 2  # targets x treatments x samplers + plus-sign ablations
     summary = (work / "results" / "toy" / "summary.csv").read_text().splitlines()
-    assert summary[0].startswith("target,treatment,sampler")
+    assert summary[0].startswith("target,treatment,form,sampler")
     assert (work / "results" / "toy" / "z_scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((work / "results").rglob("*.tmp"))
     info = json.loads((work / "results" / "data" / "demo-qm9.info.json").read_text())
     assert info["molecules"] == 40 and info["dataset"] == "demo-qm9"
     report_md = (work / "results" / "report" / "summary.md").read_text()
-    assert "quotient" in report_md
+    assert "quotient" in report_md and "| RDKit ETKDGv3 |" in report_md  # the classical row, same evaluation path
     # the demo's EGNN runs use ET-Flow's parity switch, and the report shows the stereo-correct share per treatment
     run_config = json.loads((work / "results" / "runs" / "demo-qm9" / "quotient" / "seed0" / "config.json").read_text())
     assert run_config["model"]["name"] == "egnn" and run_config["parity_switch"] == "post_hoc"

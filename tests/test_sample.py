@@ -112,8 +112,30 @@ def test_backbone_lengths_default_to_the_reference_test_split(tmp_path, runs, st
 def test_options_of_the_other_kind_are_refused(tmp_path, runs):
     with pytest.raises(ValueError, match="do not apply to a molecules run"):
         sample(runs / "mol", tmp_path / "x.h5", lengths=[10])
-    with pytest.raises(ValueError, match="SDE sampling needs a denoiser"):
-        sample(runs / "mol", tmp_path / "x.h5", sampler="sde")
+    with pytest.raises(ValueError, match="sde_schedule"):
+        sample(runs / "mol", tmp_path / "x.h5", sampler="sde", sde_schedule="edm")
+
+
+def test_sde_sampling_of_a_velocity_run_with_the_harmonic_prior(stores, tmp_path):
+    """`qdiff sample --sampler sde` on a velocity-parameterized, harmonic-prior molecule run (the
+    study's molecule default): the score comes from the velocity through the prior's covariance;
+    both SDE schedules run and are recorded in the samples' settings."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "harmonic"
+    train(stores / "qm9.h5", run, {**MOLECULE, "steps": 6, "prior": "harmonic", "parameterization": "velocity"}, progress=False)
+    cmd = [sys.executable, "-m", "qdiff", "sample", "--run", str(run), "--out", str(tmp_path / "eta.h5"), "--sampler", "sde",
+           "--steps", "5", "--max-molecules", "2", "--noise-scale", "0.5", "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    sample(run, tmp_path / "proteina.h5", sampler="sde", sde_schedule="proteina", steps=5, max_molecules=2, noise_scale=0.5,
+           sdf=False, progress=False)
+    for schedule in ["eta", "proteina"]:
+        with MoleculeStore(tmp_path / f"{schedule}.h5", SAMPLES_SCHEMA) as s:
+            settings = json.loads(s.attrs["settings"])
+            assert settings["sampler"] == "sde" and settings["sde_schedule"] == schedule and settings["noise_scale"] == 0.5
+            assert all(np.isfinite(s.molecule(i)["positions"]).all() for i in range(2))
 
 
 def test_self_conditioning_feeds_the_first_pass_estimate(stores, tmp_path):

@@ -14,7 +14,7 @@ import torch
 
 from qdiff.diffusion import make_interpolant
 from qdiff.toy import ToyConfig, make_target, run_toy
-from qdiff.toy.oracles import OracleDenoiser, equivariant_rotation_field
+from qdiff.toy.oracles import OracleDenoiser, OracleVelocity, equivariant_rotation_field
 from qdiff.geometry import center, horizontal_projection
 
 Z_MAX = 4.0
@@ -112,6 +112,42 @@ def test_alignment_treatments_are_measured(treatment):
         r = run_toy(ToyConfig(target=target, treatment=treatment, sampler="ode", samples=300, steps=30, mc_draws=8))
         assert all(torch.isfinite(torch.tensor(m.value)) for m in r.metrics)
         assert {m.metric for m in r.metrics} >= {"mean_sq_norm", "mean_rmsd_to_shape"}
+
+
+@pytest.mark.parametrize("treatment,samples,steps", [
+    ("conventional", 2000, 400),
+    pytest.param("quotient", 600, 200, marks=pytest.mark.slow),
+])
+def test_proteina_sde_noise_scale_is_a_temperature(treatment, samples, steps):
+    """Proteína's SDE, dx = [v + g s] dt + sqrt(2 g γ) dW with g(t) = 1/(t + 0.01) and the log
+    grid (quotient: projected, curvature drift -g γ h): γ = 1 recovers the Gaussian target, γ < 1
+    samples a narrower distribution (low temperature), as Proteína's sc_scale_noise intends."""
+    cfg = dict(target="gaussian", treatment=treatment, sampler="sde", sde_schedule="proteina",
+               samples=samples, steps=steps, seed=2)
+    assert_recovers(run_toy(ToyConfig(noise_scale=1.0, **cfg)))
+    cold = run_toy(ToyConfig(noise_scale=0.45, **cfg)).metrics[0]
+    assert cold.metric == "mean_sq_norm" and cold.z < -Z_MAX and cold.value < 0.7 * cold.expected
+
+
+def test_velocity_form_oracles_are_the_denoiser_form_fields_for_the_linear_interpolant():
+    """u_A = u + (A(x1) - x1)/(1 - t): for the linear interpolant the velocity-form minimizer of
+    every treatment is Eq. 4's velocity of the denoiser-form minimizer (same posterior draws)."""
+    target, it = make_target("shape"), make_interpolant("linear")
+    x = target.sample(64, torch.Generator().manual_seed(0)) * 0.6 + 0.3 * center(torch.randn(64, 5, 3, dtype=torch.float64))
+    t = torch.full((64,), 0.6, dtype=torch.float64)
+    for treatment in ["conventional", "align-geodiff", "align-af3"]:
+        den = OracleDenoiser(target, treatment, it, torch.Generator().manual_seed(1), mc_draws=4)
+        vel = OracleVelocity(OracleDenoiser(target, treatment, it, torch.Generator().manual_seed(1), mc_draws=4))
+        assert torch.allclose(vel(x, t), it.velocity_from_denoiser(x, den(x, t), t), atol=1e-9), treatment
+
+
+@pytest.mark.slow
+def test_geodiff_alignment_bias_in_velocity_form():
+    """The velocity-form GeoDiff baseline keeps the denoiser form's bias (E|x|² too large)."""
+    r = run_toy(ToyConfig(target="gaussian", treatment="align-geodiff", sampler="ode", parameterization="velocity",
+                          samples=1000, steps=50, mc_draws=16))
+    assert r.metrics[0].metric == "mean_sq_norm" and r.metrics[0].z > Z_MAX
+    assert r.to_json()["parameterization"] == "velocity"
 
 
 def test_oracle_rejects_unknown_treatment():

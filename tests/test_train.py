@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from qdiff.data.featurize import featurize
-from qdiff.train import EXIT_PREEMPTED, Trainer, resolve_config, train
+from qdiff.train import EXIT_PREEMPTED, Trainer, resolve_config, sample_times, train
 
 SMALL = {"batch_size": 8, "split": "random", "val_every": 5, "checkpoint_every": 1000, "model": {"name": "egnn", "hidden": 16, "layers": 2}}
 
@@ -84,6 +84,31 @@ def test_bad_settings_fail_early(tmp_path, store):
         train(store, tmp_path / "y", {**SMALL, "steps": 2, "lr": 1e-3}, progress=False)
 
 
+def test_proteina_time_distribution_and_weight_floor(tmp_path, store):
+    """Proteína's t: 0.98 Beta(1.9, 1) + 0.02 Uniform(0, 1); mean 0.98·1.9/2.9 + 0.01, and
+    P(t < 0.1) = 0.98·0.1^1.9 + 0.002. Uniform stays the default (ET-Flow); both are reproducible."""
+    n = 200_000
+    t = sample_times("proteina", n, 1e-4, torch.Generator().manual_seed(0)).double()
+    mean = 0.98 * 1.9 / 2.9 + 0.01
+    assert abs(t.mean().item() - mean) < 4 * t.std().item() / n**0.5
+    p_low = 0.98 * 0.1**1.9 + 0.002
+    assert abs((t < 0.1).double().mean().item() - p_low) < 4 * (p_low / n) ** 0.5
+    assert t.min() >= 1e-4 and t.max() <= 1 - 1e-4
+    again = sample_times("proteina", n, 1e-4, torch.Generator().manual_seed(0)).double()
+    assert torch.equal(t, again)
+    u = sample_times("uniform", 1000, 1e-4, torch.Generator().manual_seed(0))
+    assert torch.equal(u, 1e-4 + (1 - 2e-4) * torch.rand(1000, generator=torch.Generator().manual_seed(0)))
+    config = resolve_config({})
+    assert config["t_distribution"] == "uniform" and config["denoiser_weight_floor"] == 1e-2
+    with pytest.raises(ValueError, match="t_distribution"):
+        resolve_config({"t_distribution": "beta"})
+    with pytest.raises(ValueError, match="denoiser_weight_floor"):
+        resolve_config({"denoiser_weight_floor": 0})
+    train(store, tmp_path / "p", {**SMALL, "steps": 2, "t_distribution": "proteina", "denoiser_weight_floor": 1e-5,
+                                  "parameterization": "denoiser"}, progress=False)
+    assert (tmp_path / "p" / "model.pt").is_file()
+
+
 @pytest.mark.parametrize("treatment", ["conventional", "align-geodiff", "align-af3", "quotient"])
 def test_every_treatment_trains(tmp_path, store, treatment):
     train(store, tmp_path / treatment, {**SMALL, "steps": 3, "treatment": treatment}, progress=False)
@@ -142,3 +167,28 @@ def test_compiled_training_and_sampling_match_eager(tmp_path, store):
     assert np.allclose(xs[0], xs[1], atol=1e-4)
     with pytest.raises(ValueError, match="compile"):
         train(store, tmp_path / "bad", {**e3, "compile": 3})
+
+
+def test_conformer_draw_and_loss_reduction_are_training_settings(tmp_path, store, monkeypatch):
+    """ET-Flow draws a training conformer uniformly (etflow/data/dataset.py) and reduces the loss
+    by the unsquared per-atom norm (etflow/models/loss.py batchwise_l2_loss): both are settings,
+    recorded in the run's config."""
+    import json
+
+    import qdiff.train as train_module
+
+    with pytest.raises(ValueError, match="conformer 'boltzmann'"):
+        resolve_config({"conformer": "boltzmann"})
+    with pytest.raises(ValueError, match="loss_reduction 'l1'"):
+        resolve_config({"loss_reduction": "l1"})
+    assert resolve_config({})["conformer"] == "uniform" and resolve_config({})["loss_reduction"] == "mse"
+    seen = []
+    real = train_module.treatment_loss
+    monkeypatch.setattr(train_module, "treatment_loss", lambda *a, **kw: seen.append(kw["reduction"]) or real(*a, **kw))
+    run = tmp_path / "run"
+    train(store, run, {**SMALL, "steps": 2, "val_every": 0, "conformer": "weighted", "loss_reduction": "atom_l2"}, progress=False)
+    assert seen and set(seen) == {"atom_l2"}
+    config = json.loads(torch.load(run / "model.pt", weights_only=True)["config"])
+    assert config["conformer"] == "weighted" and config["loss_reduction"] == "atom_l2"
+    trainer = Trainer(store, tmp_path / "other", resolve_config({**SMALL, "conformer": "first"}), progress=False)
+    assert trainer.dataset.conformer == "first" and trainer.val_dataset.conformer == "first"

@@ -12,7 +12,7 @@ BIN = Path(sys.executable).parent
 TINY = {
     "study": "demo",
     "data": {"datasets": ["demo-qm9"], "featurize": {"demo-qm9": {"n_molecules": 40, "seed": 0}}},
-    "models": {"datasets": ["demo-qm9"], "treatments": ["quotient"], "seeds": [0],
+    "models": {"datasets": ["demo-qm9"], "treatments": ["quotient"], "seeds": [0], "baselines": ["etkdg"],
                "train": {"steps": 4, "batch_size": 8, "split": "random", "model": {"name": "egnn", "hidden": 16, "layers": 2}},
                "sample": {"steps": 4, "max_molecules": 2}},
     "toy": {

@@ -2,7 +2,9 @@
 
 The store is opened lazily in each DataLoader worker (h5py handles do not survive fork/pickle)
 and read through memory maps, so memory does not grow with the dataset. Each item is one
-conformer of one molecule, drawn per epoch (Boltzmann-weighted, uniform, or the first).
+conformer of one molecule, drawn per epoch: uniform (the default, ET-Flow's
+etflow/data/dataset.py draws `np.random.randint` over the stored conformers), Boltzmann-weighted,
+or the first (highest weight).
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ class ConformerDataset(_StoreDataset):
         path: str | Path,
         split: str | None = None,
         part: str = "train",
-        conformer: str = "weighted",
+        conformer: str = "uniform",
         seed: int = 0,
     ):
         if conformer not in CONFORMER_CHOICES:

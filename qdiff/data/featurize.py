@@ -20,8 +20,10 @@ from .splits import random_split
 
 DEFAULTS = {
     "demo-qm9": {"n_molecules": 2000, "seed": 0, "split": [0.8, 0.1, 0.1]},
-    "geom-drugs": {"max_conformers": 30, "drop_disconnected": True, "seed": 0, "split": [0.8, 0.1, 0.1]},
-    "geom-qm9": {"max_conformers": 30, "drop_disconnected": False, "seed": 0, "split": [0.8, 0.1, 0.1]},
+    # reference_split: the split whose test molecules keep every conformer (ET-Flow's protocol);
+    # "auto" = etflow when the split.npy is there, else random; "none" caps every molecule.
+    "geom-drugs": {"max_conformers": 30, "drop_disconnected": True, "seed": 0, "split": [0.8, 0.1, 0.1], "reference_split": "auto"},
+    "geom-qm9": {"max_conformers": 30, "drop_disconnected": False, "seed": 0, "split": [0.8, 0.1, 0.1], "reference_split": "auto"},
     "demo-drugs": {"n_conformers": 10, "max_molecules": 200, "timeout_s": 5, "seed": 0, "split": [0.8, 0.1, 0.1]},
 }
 _PROTEIN = {"pdb", "demo-backbones"}
@@ -197,50 +199,69 @@ def _split_file(raw: Path, subset: str) -> tuple[Path, str] | None:
         raise ValueError(str(err)) from err
 
 
-def featurize_geom(dataset: str, raw: Path, out: Path, settings: dict, progress: bool = True) -> dict:
-    """GEOM-DRUGS / GEOM-QM9 from rdkit_folder.tar.gz, streamed (checksum verified first)."""
+GEOM_REFERENCE_SPLITS = ("auto", "etflow", "random", "none")
+
+
+def featurize_geom(dataset: str, raw: Path, out: str | Path, settings: dict, progress: bool = True) -> dict:
+    """GEOM-DRUGS / GEOM-QM9 from rdkit_folder.tar.gz, streamed (checksum verified first).
+
+    ET-Flow's data protocol (its scripts/prepare_data.py): train and validation molecules keep the
+    30 conformers of highest Boltzmann weight, a test molecule keeps every conformer as its
+    reference set. The splits are therefore decided from a first pass over the archive's member
+    names (nothing unpickled) before any conformer is written; `reference_split` names the split
+    whose test part keeps every conformer, recorded in the store's settings and on the split
+    (`test_conformers`)."""
     from .sources import geom
 
     subset = geom.SUBSETS[dataset]
+    out = Path(out)
     archive = raw / "rdkit_folder.tar.gz"
     if not archive.is_file():
         raise FileNotFoundError(f"{archive}: missing; run `qdiff fetch {dataset}` (or place it there by hand)")
     remote = {f.name: f for f in source_files("geom", "dataverse")}["rdkit_folder.tar.gz"]
     sums = {archive.name: verify(archive, remote, raw).sha256}  # before anything is unpickled
-    summary = None
-    for kind, name, data in geom.iter_archive(archive, subset):
-        if kind == "summary":
-            summary = geom.read_summary(data, name)
-            break
-    if summary is None:
+    summary_bytes, summary_name, names = geom.list_archive(archive, subset)
+    if summary_bytes is None:
         raise ValueError(f"{archive}: no summary_{subset}.json in the archive")
+    summary = geom.read_summary(summary_bytes, summary_name)
     split_file = _split_file(raw, subset)
     if split_file:
         sums[split_file[0].name] = split_file[1]
+    reference_split = settings.get("reference_split", "auto")
+    if reference_split not in GEOM_REFERENCE_SPLITS:
+        raise ValueError(f"featurize {dataset}: reference_split {reference_split!r}; choose one of {GEOM_REFERENCE_SPLITS}")
+    if reference_split == "auto":
+        reference_split = "etflow" if split_file else "random"
+    if reference_split == "etflow" and not split_file:
+        raise ValueError(f"featurize {dataset}: reference_split etflow needs {raw / f'{subset}_split.npy'} "
+                         "(GeoMol/torsional-diffusion split.npy, placed by hand); or set reference_split: random")
+    splits: dict[str, tuple[dict, dict]] = {}
+    if split_file:
+        from .splits import split_from_index_file
+
+        indices = np.load(split_file[0], allow_pickle=True)  # locked checksum verified above
+        ordered = [n[: -len(".pickle")] for n in sorted(f"{n}.pickle" for n in names)]
+        splits["etflow"] = (split_from_index_file(ordered, indices),
+                            {"method": "GeoMol/torsional-diffusion split.npy: indices into the sorted pickle list", "source_sha256": split_file[1]})
+    splits["random"] = (random_split(names, settings["split"], int(settings["seed"])),
+                        {"method": "seeded random permutation of molecule IDs (per molecule)", "seed": int(settings["seed"])})
+    keep_all = set(splits[reference_split][0]["test"]) if reference_split != "none" else set()
+    settings = {**settings, "reference_split": reference_split}
     options = geom.GeomSettings(int(settings["max_conformers"]), bool(settings["drop_disconnected"]))
-    names: list[str] = []
     n_ok = n_fail = 0
     with MoleculeStoreWriter(out, dataset=dataset, source="dataverse", source_urls=list(remote.urls),
                              raw_sha256=sums, settings=settings) as writer:
         items = (x for x in geom.iter_archive(archive, subset) if x[0] == "pickle")
-        for _, name, data in progress_bar(items, desc=dataset, unit="mol", enabled=progress):
+        for _, name, data in progress_bar(items, total=len(names), desc=dataset, unit="mol", enabled=progress):
             stem = Path(name).stem
-            names.append(stem)
             try:
-                writer.add(geom.record_from_pickle(stem, data, summary.get(stem), options))
+                writer.add(geom.record_from_pickle(stem, data, summary.get(stem), options, keep_all=stem in keep_all))
                 n_ok += 1
             except ValueError as err:
                 writer.add_failure(stem, str(err))
                 n_fail += 1
-        if split_file:
-            import numpy as np
-
-            from .splits import split_from_index_file
-
-            indices = np.load(split_file[0], allow_pickle=True)  # locked checksum verified above
-            ordered = [n[: -len(".pickle")] for n in sorted(f"{n}.pickle" for n in names)]
-            writer.add_split("etflow", split_from_index_file(ordered, indices),
-                             method="GeoMol/torsional-diffusion split.npy: indices into the sorted pickle list", source_sha256=split_file[1])
-        writer.add_split("random", random_split(names, settings["split"], int(settings["seed"])),
-                         method="seeded random permutation of molecule IDs (per molecule)", seed=int(settings["seed"]))
-    return {"molecules": n_ok, "failures": n_fail, "source": "dataverse"}
+        cap = f"top {options.max_conformers} by Boltzmann weight"
+        for name, (parts, attrs) in splits.items():
+            test = "all" if name == reference_split else cap
+            writer.add_split(name, parts, **attrs, train_conformers=cap, val_conformers=cap, test_conformers=test)
+    return {"molecules": n_ok, "failures": n_fail, "source": "dataverse", "reference_split": reference_split}

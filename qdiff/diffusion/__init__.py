@@ -8,16 +8,22 @@ from .interpolants import (
     interpolant_from_spec,
     make_interpolant,
 )
-from .priors import gaussian_prior, graph_laplacian, harmonic_prior
+from .priors import PriorSpectrum, gaussian_prior, graph_laplacian, harmonic_prior, harmonic_spectrum
 from .samplers import (
     CURVATURE_SIGNS,
     GEOMETRIES,
     Fields,
     SampleResult,
+    PROTEINA_G_OFFSET,
+    PROTEINA_LOG_SCHEDULE_P,
+    PROTEINA_ODE_AFTER,
+    denoiser_and_score_from_velocity,
     denoiser_noise_schedule,
     fields_from_denoiser,
     fields_from_velocity,
     project,
+    proteina_noise_schedule,
+    proteina_time_grid,
     sample_ode,
     sample_sde,
     time_grid,

@@ -8,6 +8,12 @@
                  rotation per trajectory about the prediction's centroid; optionally realigned
                  onto x_t before each update, the Boltz-1 fix)
 
+`OracleVelocity` is the minimizer of the same treatment's *velocity-form* loss (Gaussian prior):
+Eq. 4's velocity of the conventional/quotient oracle, and for the alignment baselines the
+conventional velocity moved by the aligned endpoint, E[u | x_t] + (D_align - E[x1 | x_t]) / (1 - t)
+(`qdiff.diffusion.treatments`: u_A = u + (A(x1) - x1) / (1 - t)). For the linear interpolant both
+forms give the same field; the table shows it.
+
 `vertical_drift` = c adds c · ω̂(x) × x to any oracle, with the equivariant unit axial vector
 ω̂ = ω / |ω|, ω(x) = sum_n x_n × x_{n+1} (cyclic, centered x): a rigid-rotation error such as a learned network
 makes. In continuous time a vertical drift only moves samples along orbits and cannot change the
@@ -80,3 +86,26 @@ def equivariant_rotation_field(x: Tensor) -> Tensor:
     omega = torch.cross(xc, xc.roll(-1, dims=-2), dim=-1).sum(dim=-2, keepdim=True)
     omega = omega / omega.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return torch.cross(omega.expand_as(xc), xc, dim=-1)
+
+
+@dataclass
+class OracleVelocity:
+    """The exact minimizer of `denoiser.treatment`'s velocity-form loss, as a velocity field.
+
+    conventional, quotient: v = velocity_from_denoiser(x, D) with D the denoiser oracle (Eq. 4; a
+    vertical part of D stays vertical, as x_t is horizontal at itself).
+    align-*: v = velocity_from_denoiser(x, E[x1 | x]) + (D_align - E[x1 | x]) / (1 - t), the
+    conditional mean of the aligned-endpoint target u + (A(x1) - x1) / (1 - t).
+    """
+
+    denoiser: OracleDenoiser
+
+    def __call__(self, x: Tensor, t: Tensor, mask: Tensor | None = None) -> Tensor:
+        it = self.denoiser.interpolant
+        x64 = x.to(torch.float64)
+        D = self.denoiser(x64, t, mask)
+        if self.denoiser.treatment in ("conventional", "quotient"):
+            return it.velocity_from_denoiser(x64, D, t)
+        mean = self.denoiser.target.denoiser(x64, it.alpha_hat(t), it.beta(t))
+        gap = (1 - t.to(torch.float64)).reshape(-1, 1, 1)
+        return it.velocity_from_denoiser(x64, mean, t) + (center(D) - mean) / gap

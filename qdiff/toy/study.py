@@ -9,19 +9,26 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..diffusion import (
+    PARAMETERIZATIONS,
     denoiser_noise_schedule,
     fields_from_denoiser,
+    fields_from_velocity,
     gaussian_prior,
     make_interpolant,
+    proteina_noise_schedule,
+    proteina_time_grid,
     sample_ode,
     sample_sde,
     sampler_geometry,
 )
 from ..geometry import inertia_tensor
-from .oracles import OracleDenoiser
+from .oracles import OracleDenoiser, OracleVelocity
 from .targets import RigidMixtureTarget, make_target
 
 SAMPLERS = ("ode", "sde")
+# SDE schedules: `eta` (η_t = noise_scale · α̂_t², temperature 1) or `proteina` (Proteína's
+# g(t) and log time grid, noise_scale = its γ: the noise alone is scaled, γ < 1 is low temperature).
+SDE_SCHEDULES = ("eta", "proteina")
 
 
 @dataclass
@@ -41,6 +48,8 @@ class ToyConfig:
     boltz_realign: bool = False
     rho: float = 2.0
     vertical_drift: float = 0.0
+    parameterization: str = "denoiser"
+    sde_schedule: str = "eta"
 
 
 @dataclass
@@ -73,7 +82,9 @@ class ToyResult:
         return {
             "target": self.config.target,
             "treatment": self.config.treatment,
+            "parameterization": self.config.parameterization,
             "sampler": self.config.sampler,
+            "sde_schedule": self.config.sde_schedule,
             "n_samples": self.config.samples,
             "steps": self.config.steps,
             "seed": self.config.seed,
@@ -130,6 +141,10 @@ def run_toy(config: ToyConfig, keep_samples: bool = False) -> ToyResult:
     """Sample `config.samples` clouds with the oracle of `config.treatment` and score them."""
     if config.sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {config.sampler!r}; choose ode or sde")
+    if config.parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"unknown parameterization {config.parameterization!r}; choose one of {PARAMETERIZATIONS}")
+    if config.sde_schedule not in SDE_SCHEDULES:
+        raise ValueError(f"unknown SDE schedule {config.sde_schedule!r}; choose one of {SDE_SCHEDULES}")
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(config.seed)
     target = make_target(config.target, jitter=config.jitter)
@@ -138,12 +153,21 @@ def run_toy(config: ToyConfig, keep_samples: bool = False) -> ToyResult:
         target, config.treatment, interpolant, gen, config.mc_draws,
         boltz_realign=config.boltz_realign, vertical_drift=config.vertical_drift,
     )
-    fields = fields_from_denoiser(oracle, interpolant)
+    if config.parameterization == "velocity":  # the score from the velocity (Gaussian prior)
+        fields = fields_from_velocity(OracleVelocity(oracle), interpolant)
+    else:
+        fields = fields_from_denoiser(oracle, interpolant)
     x0 = gaussian_prior((config.samples, target.n_atoms, 3), generator=gen, dtype=torch.float64)
     geometry = sampler_geometry(config.treatment)
     if config.sampler == "ode":
         out = sample_ode(
             fields, x0, steps=config.steps, geometry=geometry, method=config.ode_method, rho=config.rho
+        )
+    elif config.sde_schedule == "proteina":
+        out = sample_sde(
+            fields, x0, steps=config.steps, eta=proteina_noise_schedule(), geometry=geometry,
+            curvature=config.curvature, generator=gen, noise_scale=config.noise_scale,
+            grid=proteina_time_grid(config.steps),
         )
     else:
         eta = denoiser_noise_schedule(interpolant, config.noise_scale)
@@ -162,14 +186,16 @@ def run_toy(config: ToyConfig, keep_samples: bool = False) -> ToyResult:
 
 def format_table(results: list[ToyResult]) -> str:
     """A plain-text table: one row per (configuration, metric)."""
-    header = f"{'target':9} {'treatment':14} {'sampler':7} {'metric':20} {'value':>10} {'expected':>10} {'stderr':>8} {'z':>7} {'path':>8}"
+    header = f"{'target':9} {'treatment':14} {'form':8} {'sampler':7} {'metric':20} {'value':>10} {'expected':>10} {'stderr':>8} {'z':>7} {'path':>8}"
     lines = [header, "-" * len(header)]
     for r in results:
         c = r.config
         sampler = c.sampler if c.sampler == "ode" or c.curvature == "minus" else f"sde{c.curvature[0]}"
+        if c.sampler == "sde" and c.sde_schedule == "proteina":
+            sampler = f"sdeP{c.noise_scale:g}"
         for m in r.metrics:
             lines.append(
-                f"{c.target:9} {c.treatment:14} {sampler:7} {m.metric:20} {m.value:10.4f} "
+                f"{c.target:9} {c.treatment:14} {c.parameterization:8} {sampler:7} {m.metric:20} {m.value:10.4f} "
                 f"{m.expected:10.4f} {m.stderr:8.4f} {m.z:7.2f} {r.path_length:8.3f}"
             )
     return "\n".join(lines)

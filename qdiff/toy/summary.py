@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..atomic import atomic_path, atomic_write_text
 
-COLUMNS = ["target", "treatment", "sampler", "curvature", "seed", "n_samples", "steps", "metric",
+COLUMNS = ["target", "treatment", "form", "sampler", "curvature", "seed", "n_samples", "steps", "metric",
            "value", "expected", "stderr", "z", "path_length", "nfe"]
 
 
@@ -28,12 +28,25 @@ def load_results(paths: list[str | Path]) -> list[dict]:
     return results
 
 
+def _form(r: dict) -> str:
+    """The oracle's form: the minimizer of the denoiser-form or of the velocity-form loss."""
+    return r["config"].get("parameterization", "denoiser")
+
+
+def _sampler_label(r: dict) -> str:
+    """`ode`, `sde` (η-sampler) or `sde-proteina-γ` (Proteína's low-temperature SDE)."""
+    if r["sampler"] == "sde" and r["config"].get("sde_schedule", "eta") == "proteina":
+        return f"sde-proteina-{r['config']['noise_scale']:g}"
+    return r["sampler"]
+
+
 def rows(results: list[dict]) -> list[dict]:
     out = []
-    for r in sorted(results, key=lambda r: (r["target"], r["treatment"], r["sampler"], r["config"]["curvature"], r["seed"])):
+    key = lambda r: (r["target"], r["treatment"], _form(r), _sampler_label(r), r["config"]["curvature"], r["seed"])  # noqa: E731
+    for r in sorted(results, key=key):
         for m in r["metrics"]:
             out.append({
-                "target": r["target"], "treatment": r["treatment"], "sampler": r["sampler"],
+                "target": r["target"], "treatment": r["treatment"], "form": _form(r), "sampler": _sampler_label(r),
                 "curvature": r["config"]["curvature"] if r["sampler"] == "sde" else "",
                 "seed": r["seed"], "n_samples": r["n_samples"], "steps": r["steps"],
                 "metric": m["metric"], "value": m["value"], "expected": m["expected"],
@@ -52,15 +65,17 @@ def to_csv(table: list[dict]) -> str:
 
 
 def to_markdown(table: list[dict]) -> str:
-    head = "| target | treatment | sampler | metric | value | expected | z | path length |\n|---|---|---|---|---|---|---|---|\n"
+    head = "| target | treatment | form | sampler | metric | value | expected | z | path length |\n|---|---|---|---|---|---|---|---|---|\n"
     body = "".join(
-        f"| {r['target']} | {r['treatment']} | {r['sampler']}{'/' + r['curvature'] if r['curvature'] else ''} "
+        f"| {r['target']} | {r['treatment']} | {r['form']} | {r['sampler']}{'/' + r['curvature'] if r['curvature'] else ''} "
         f"| {r['metric']} | {r['value']:.4f} | {r['expected']:.4f} ± {r['stderr']:.4f} | {r['z']:+.1f} "
         f"| {r['path_length']:.3f} |\n"
         for r in table
     )
     note = ("\nz = (value - expected) / standard error. Oracle denoisers (no network); "
-            "alignment-treatment targets are Monte Carlo estimates over exact posterior draws.\n")
+            "alignment-treatment targets are Monte Carlo estimates over exact posterior draws. "
+            "form: the minimizer of the denoiser-form loss, or of the velocity-form loss (alignment "
+            "baselines: target velocity of the aligned endpoint, u + (A(x1) - x1) / (1 - t)).\n")
     return head + body + note
 
 
@@ -72,12 +87,13 @@ def plot_z(table: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    configs = sorted({(r["target"], r["treatment"], r["sampler"] + ("/" + r["curvature"] if r["curvature"] else "")) for r in table})
+    label = lambda r: (r["target"], r["treatment"] + ("" if r["form"] == "denoiser" else f" ({r['form']})"),  # noqa: E731
+                       r["sampler"] + ("/" + r["curvature"] if r["curvature"] else ""))
+    configs = sorted({label(r) for r in table})
     metrics = sorted({r["metric"] for r in table})
     z = np.full((len(configs), len(metrics)), np.nan)
     for r in table:
-        key = (r["target"], r["treatment"], r["sampler"] + ("/" + r["curvature"] if r["curvature"] else ""))
-        z[configs.index(key), metrics.index(r["metric"])] = abs(r["z"])
+        z[configs.index(label(r)), metrics.index(r["metric"])] = abs(r["z"])
     fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(metrics), 0.8 + 0.32 * len(configs)))
     im = ax.imshow(np.log10(1 + z), cmap="magma_r", aspect="auto", vmin=0, vmax=2)
     ax.set_xticks(range(len(metrics)), metrics, rotation=30, ha="right", fontsize=8)
@@ -99,8 +115,9 @@ def to_metrics(results: list[dict]) -> dict:
     """DVC metrics: the headline metric of each configuration, nested target/treatment/sampler."""
     metrics: dict = {}
     for r in results:
-        sampler = r["sampler"] + ("-" + r["config"]["curvature"] if r["sampler"] == "sde" else "")
-        node = metrics.setdefault(r["target"], {}).setdefault(r["treatment"], {})
+        sampler = _sampler_label(r) + ("-" + r["config"]["curvature"] if r["sampler"] == "sde" else "")
+        treatment = r["treatment"] + ("" if _form(r) == "denoiser" else f"-{_form(r)}")
+        node = metrics.setdefault(r["target"], {}).setdefault(treatment, {})
         node.setdefault(sampler, {})[f"seed{r['seed']}"] = {
             "metric": r["metric"], "value": r["value"], "expected": r["expected"], "z": r["z"],
             "path_length": r["path_length"],

@@ -18,10 +18,23 @@ def toy_runs():
     return runs
 
 
+def toy_velocity_form_runs():
+    """Velocity-form oracles of the treatments in `toy.velocity_form` (by default the study's
+    alignment baselines), with the ODE sampler (the field they define; the SDE adds nothing to
+    the comparison of the two forms)."""
+    toy = config["toy"]
+    default = [t for t in toy["treatments"] if t.startswith("align-")]
+    chosen = set(toy.get("velocity_form", default))
+    return [run for run in toy_runs() if run[1] in chosen and run[2] == "ode" and run[3] == "minus"]
+
+
 def toy_result_files():
     return [
         f"results/toy/runs/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json"
         for target, treatment, sampler, curvature, seed in toy_runs()
+    ] + [
+        f"results/toy/runs/velocity-form/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json"
+        for target, treatment, sampler, curvature, seed in toy_velocity_form_runs()
     ]
 
 
@@ -70,6 +83,7 @@ SAMPLE_FLAGS = {
     "sampler": "--sampler",
     "steps": "--steps",
     "noise_scale": "--noise-scale",
+    "sde_schedule": "--sde-schedule",
     "max_molecules": "--max-molecules",
     "multiplier": "--multiplier",
     "per_length": "--per-length",
@@ -133,6 +147,35 @@ def metrics_files():
         dataset=m["datasets"],
         treatment=m["treatments"],
         seed=m["seeds"],
+    )
+
+
+MOLECULE_DATASETS = ("qm9", "geom-qm9", "geom-drugs", "demo-qm9", "demo-drugs")
+
+
+def baseline_flags(wildcards):
+    """`qdiff etkdg` options: the models' split, and the molecules and multiplier they sample."""
+    train = model_section(wildcards.dataset, "train")
+    sample = model_section(wildcards.dataset, "sample")
+    flags = [f"--split {train['split']}"] if train.get("split") else []
+    if wildcards.method == "etkdg-mmff":
+        flags.append("--mmff")
+    for key, flag in (
+        ("max_molecules", "--max-molecules"),
+        ("multiplier", "--multiplier"),
+    ):
+        if key in sample:
+            flags.append(f"{flag} {sample[key]}")
+    return " ".join(flags)
+
+
+def baseline_metrics_files():
+    """Metrics of each classical baseline on each molecule dataset of the study."""
+    m = config.get("models") or {}
+    return expand(
+        "results/baselines/{dataset}/{method}/metrics.json",
+        dataset=[d for d in m.get("datasets", []) if d in MOLECULE_DATASETS],
+        method=m.get("baselines", []),
     )
 
 

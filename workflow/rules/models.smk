@@ -113,9 +113,45 @@ use rule evaluate_model as evaluate_sweep with:
         "logs/benchmarks/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/evaluate.tsv"
 
 
+rule classical_baseline:
+    input:
+        "results/data/{dataset}.h5",
+    output:
+        "results/baselines/{dataset}/{method}/samples.h5",
+    log:
+        "logs/baselines/{dataset}/{method}/etkdg.log",
+    benchmark:
+        "logs/benchmarks/baselines/{dataset}/{method}/etkdg.tsv"
+    wildcard_constraints:
+        method="etkdg|etkdg-mmff",
+    conda:
+        "../../envs/qdiff.yaml"
+    threads: 1
+    resources:
+        runtime=60,
+        mem_mb=4000,
+    params:
+        flags=baseline_flags,
+    shell:
+        "qdiff etkdg --reference {input} --out {output} {params.flags} > {log} 2>&1"
+
+
+use rule evaluate_model as evaluate_baseline with:
+    input:
+        samples="results/baselines/{dataset}/{method}/samples.h5",
+        reference="results/data/{dataset}.h5",
+    output:
+        "results/baselines/{dataset}/{method}/metrics.json",
+    log:
+        "logs/baselines/{dataset}/{method}/evaluate.log",
+    benchmark:
+        "logs/benchmarks/baselines/{dataset}/{method}/evaluate.tsv"
+
+
 rule report:
     input:
         metrics=metrics_files(),
+        baselines=baseline_metrics_files(),
         sweep=sweep_metrics_files(),
     output:
         csv="results/report/summary.csv",
@@ -166,4 +202,4 @@ rule report:
         runtime=10,
         mem_mb=2000,
     shell:
-        "qdiff report --metrics {input.metrics} --sweep {input.sweep} --out results/report > {log} 2>&1"
+        "qdiff report --metrics {input.metrics} {input.baselines} --sweep {input.sweep} --out results/report > {log} 2>&1"

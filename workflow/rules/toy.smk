@@ -9,6 +9,8 @@ rule toy_run:
     benchmark:
         "logs/benchmarks/toy/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.tsv"
     wildcard_constraints:
+        target="[a-z]+",
+        treatment="[a-z0-9-]+",
         sampler="ode|sde",
         curvature="minus|plus|none",
         seed=r"\d+",
@@ -24,12 +26,31 @@ rule toy_run:
         noise_scale=config["toy"]["noise_scale"],
         jitter=config["toy"]["jitter"],
         mc_draws=config["toy"].get("mc_draws", 16),
+        parameterization="denoiser",
     shell:
         "qdiff toy --target {wildcards.target} --treatment {wildcards.treatment}"
         " --sampler {wildcards.sampler} --curvature {wildcards.curvature}"
         " --seed {wildcards.seed} --samples {params.samples} --steps {params.steps}"
         " --noise-scale {params.noise_scale} --jitter {params.jitter}"
-        " --mc-draws {params.mc_draws} --out {output} > {log} 2>&1"
+        " --mc-draws {params.mc_draws} --parameterization {params.parameterization}"
+        " --out {output} > {log} 2>&1"
+
+
+# The same oracles for the velocity-form losses (the alignment baselines on the aligned endpoint).
+use rule toy_run as toy_run_velocity with:
+    output:
+        "results/toy/runs/velocity-form/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json",
+    log:
+        "logs/toy/velocity-form/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/toy/velocity-form/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.tsv"
+    params:
+        samples=config["toy"]["samples"],
+        steps=config["toy"]["steps"],
+        noise_scale=config["toy"]["noise_scale"],
+        jitter=config["toy"]["jitter"],
+        mc_draws=config["toy"].get("mc_draws", 16),
+        parameterization="velocity",
 
 
 rule toy_summary:

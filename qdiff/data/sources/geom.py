@@ -5,6 +5,11 @@ and only after the archive's checksum has been verified by the caller (unpicklin
 Each pickle is {"smiles", "conformers": [{"rd_mol", "boltzmannweight", "totalenergy", ...}]}.
 Molecule IDs are the pickle file stems; the GeoMol / torsional-diffusion `split.npy` indexes the
 sorted list of pickle paths of one subset and is converted to these IDs.
+
+Conformers follow ET-Flow's protocol (its `scripts/prepare_data.py`, `process_mol` /
+`process_test_mol`): a train or validation molecule keeps its 30 conformers of highest Boltzmann
+weight, a test molecule keeps every conformer as its reference set. The featurizer therefore
+decides each molecule's split before it reads the pickles (`list_archive`).
 """
 from __future__ import annotations
 
@@ -26,7 +31,9 @@ SUBSETS = {"geom-drugs": "drugs", "geom-qm9": "qm9"}
 
 @dataclass
 class GeomSettings:
-    max_conformers: int = 30  # ET-Flow: keep the 30 conformers of highest Boltzmann weight
+    # ET-Flow scripts/prepare_data.py (process_mol): train/val molecules keep the 30 conformers of
+    # highest Boltzmann weight; test molecules keep all of them (`record_from_pickle(keep_all=True)`).
+    max_conformers: int = 30
     drop_disconnected: bool = True  # DRUGS: molecules with '.' in the SMILES are dropped
 
 
@@ -57,10 +64,31 @@ def iter_archive(path, subset: str) -> Iterator[tuple[str, str, bytes]]:
         raise ValueError(f"{path}: corrupt or truncated archive ({err})") from err
 
 
+def list_archive(path, subset: str) -> tuple[bytes | None, str | None, list[str]]:
+    """(summary JSON bytes, its member name, pickle stems of the subset in archive order) from one
+    streamed pass that reads no pickle (so nothing is unpickled); ValueError for a corrupt archive."""
+    summary, summary_name, stems = None, None, []
+    try:
+        with tarfile.open(path, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                p = PurePosixPath(member.name)
+                if p.name == f"summary_{subset}.json":
+                    summary, summary_name = tar.extractfile(member).read(), member.name
+                elif p.suffix == ".pickle" and p.parent.name == subset:
+                    stems.append(p.stem)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise ValueError(f"{path}: corrupt or truncated archive ({err})") from err
+    return summary, summary_name, stems
+
+
 def record_from_pickle(
-    mol_id: str, data: bytes, summary_smiles: str | None, settings: GeomSettings
+    mol_id: str, data: bytes, summary_smiles: str | None, settings: GeomSettings, keep_all: bool = False
 ) -> MoleculeRecord:
-    """One GEOM molecule; ValueError with the reason if it must be dropped."""
+    """One GEOM molecule; ValueError with the reason if it must be dropped. Conformers are sorted
+    by Boltzmann weight (highest first); all are kept with `keep_all` (an ET-Flow test molecule's
+    reference set), else the first `settings.max_conformers`."""
     try:
         entry = pickle.loads(data)
     except Exception as err:  # a damaged pickle can raise almost anything
@@ -76,7 +104,8 @@ def record_from_pickle(
     if reference is None:
         raise ValueError(f"summary SMILES does not parse: {smiles}")
     confs = sorted(entry["conformers"], key=lambda c: -float(c.get("boltzmannweight", 0.0)))
-    confs = confs[: settings.max_conformers]
+    if not keep_all:  # ET-Flow scripts/prepare_data.py: top 30 by Boltzmann weight for train/val only
+        confs = confs[: settings.max_conformers]
     mol0 = confs[0].get("rd_mol")
     if mol0 is None:
         raise ValueError("conformer without rd_mol")
