@@ -204,9 +204,10 @@ def test_a_tiny_o3_network_with_the_parity_switch_makes_the_right_enantiomer(tmp
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="the tiny SO(3) e3nn does not learn handedness at test budgets: ~40-60% right enantiomer "
-                          "after 1k-5k steps on CHFClBr (measured with denoiser and velocity forms, Gaussian and harmonic priors), although the same network learns a "
-                          "chirality classification in 100 supervised steps; see the report of issue 12", strict=False)
+@pytest.mark.xfail(reason="the tiny SO(3) e3nn does not learn handedness at test budgets: ~40-60% right "
+                          "enantiomer after 1k-5k steps on CHFClBr (measured with denoiser and velocity forms, "
+                          "Gaussian and harmonic priors), although the same network learns a chirality "
+                          "classification in 100 supervised steps; see the report of issue 12", strict=False)
 def test_a_tiny_so3_network_makes_the_right_enantiomer_without_a_switch(tmp_path):
     fraction, settings, mirrored, _ = train_and_sample(
         tmp_path, {"name": "e3nn", "symmetry": "so3", "scalars": 16, "vectors": 8, "layers": 3, "cutoff": 5.0}, 1000)
