@@ -7,6 +7,24 @@ import sys
 
 from .diffusion import CURVATURE_SIGNS, PARAMETERIZATIONS, TREATMENTS
 
+# YAML 1.2 floats: PyYAML follows YAML 1.1, where `1e-05` (no dot) is a string, not a number; the
+# workflow passes settings as JSON (json.dumps(1e-05) == "1e-05"), and users write `lr: 1e-5`.
+_FLOAT_12 = r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$"  # exponent forms only
+
+
+def load_yaml(text):
+    """yaml.safe_load with YAML 1.2 floats (`1e-5` is a number), for settings files and `--set`."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_FLOAT_12),
+                                 list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -201,13 +219,11 @@ def _run_fetch_pdb(args: argparse.Namespace):
 
 
 def _run_featurize(args: argparse.Namespace) -> int:
-    import yaml
-
     from .data.featurize import featurize
 
     settings = {}
     if args.config:
-        loaded = yaml.safe_load(open(args.config)) or {}
+        loaded = load_yaml(open(args.config)) or {}
         section = loaded.get("featurize", {})
         if not isinstance(section, dict):
             raise ValueError(f"{args.config}: `featurize` must be a mapping")
@@ -216,7 +232,7 @@ def _run_featurize(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        settings[key] = yaml.safe_load(value)
+        settings[key] = load_yaml(value)
     summary = featurize(args.dataset, args.raw, args.out, settings)
     counted = f"{summary['chains']} chains in {summary['structures']} structures" if "chains" in summary else f"{summary['molecules']} molecules"
     print(f"{args.out}: {counted}, {summary['failures']} recorded failures (source {summary['source']})")
@@ -320,17 +336,15 @@ def _add_model_commands(sub) -> None:
 
 
 def _settings_from(args: argparse.Namespace, section: str) -> dict:
-    import yaml
-
     settings = {}
     if getattr(args, "config", None):
-        loaded = yaml.safe_load(open(args.config)) or {}
+        loaded = load_yaml(open(args.config)) or {}
         settings = dict(loaded.get(section, loaded) if isinstance(loaded, dict) else {})
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        settings[key] = yaml.safe_load(value)
+        settings[key] = load_yaml(value)
     return settings
 
 

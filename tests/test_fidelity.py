@@ -40,7 +40,13 @@ ETF_LOSS = "ET-Flow etflow/models/loss.py batchwise_l2_loss, used in etflow/mode
 ETF_MODEL = "ET-Flow etflow/models/model.py (rmsd_align of the prior only when prior_type == harmonic)"
 ETF_EVAL = "ET-Flow scripts/eval.py (num_samples = 2 * count of reference conformers)"
 QDIFF_QM9 = "qdiff choice: EDM-split QM9 is not in the paper; trained like GEOM-QM9 (README Fidelity)"
-PDB_OWNER = "differs from the paper; reported to the lead (the pdb train/sample keys are being reworked with Proteína's SDE)"
+PDB_DIM = ("qdiff's Cα transformer splits dim over its heads; 512 does not divide by M_FS^small's 12 heads, "
+           "384 = 12 x 32 (README Fidelity)")
+PROTEINA_SDE = "Proteína proteinfoundation/flow_matching/r3n_fm.py (noise-only gamma), configs inference_base.yaml (g(t) 1/t mode, log grid)"
+PROTEINA_T = "Proteína configs/experiment_config/training_ca.yaml (mix_up02_beta: 0.98 Beta(1.9, 1) + 0.02 U(0, 1)); paper-digest §4.2 (Beta-Uniform p(t) kept)"
+PROTEINA_W = "Proteína proteinfoundation/proteinflow/proteina.py compute_fm_loss: 1/((1-t)^2 + 1e-5); paper-digest §4.2 [E] conventions"
+SO3 = ("paper-digest §4.1 (GEOM-QM9: ET-Flow(SO(3)) only; GEOM-DRUGS: both, the study runs SO(3)); ET-Flow "
+       "etflow/networks/torchmd_net/model_dynamics.py so3_equivariant (cross products)")
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,10 @@ MOLECULE_COMMON = [
     ("sample.sampler", "ode", D41 + " Euler ODE for every ET-Flow-series row"),
     ("sample.steps", 50, D41 + " 50 steps, 50 NFE"),
     ("sample.multiplier", 2, ETF_EVAL + "; paper-digest §4.1 Metrics [I]"),
+    ("train.model.name", "e3nn", D41 + " (equivariant graph network, ET-Flow series)"),
+    ("train.model.symmetry", "so3", SO3),
+    ("train.parity_switch", "none", D41 + " (the post-hoc switch belongs to ET-Flow(O(3)) only)"),
+    ("train.parameters", OneOf(*range(9_000_000, 9_200_001)), D41 + " ET-Flow(SO(3)) 9.1M parameters"),
 ]
 
 ROWS: list[Row] = [
@@ -110,9 +120,12 @@ ROWS: list[Row] = [
     Row("pdb", "train.model.heads", 12, D42_T + " attention heads"),
     Row("pdb", "train.model.pair_bins", 64, D42_T + " pair-distance dim on x_t"),
     Row("pdb", "train.model.max_distance", 3.0, D42_T + " pair-distance range 1-30 Å (3 nm; coordinates in nm here)"),
-    Row("pdb", "train.model.dim", 512, D42_T + " sequence representation dim", qdiff=384, why=PDB_OWNER),
-    Row("pdb", "train.batch_size", 80, D42_TRAIN, qdiff=128, why=PDB_OWNER),
-    Row("pdb", "train.steps", 150_000, D42_TRAIN, qdiff=250_000, why=PDB_OWNER + " (inherited from the molecules' steps)"),
+    Row("pdb", "train.model.dim", 512, D42_T + " sequence representation dim", qdiff=384, why=PDB_DIM),
+    Row("pdb", "train.batch_size", 80, D42_TRAIN + " (global batch)"),
+    Row("pdb", "train.steps", 150_000, D42_TRAIN),
+    Row("pdb", "train.t_distribution", "proteina", PROTEINA_T),
+    Row("pdb", "train.denoiser_weight_floor", 1e-5, PROTEINA_W),
+    Row("pdb", "sample.sde_schedule", "proteina", PROTEINA_SDE + "; paper-digest §4.2 (Proteína's scheduler and g(t) kept)"),
     Row("pdb", "sample.steps", 400, D42 + " (400 steps for every model); Proteína dt 0.0025 (anchors §4c)"),
     Row("pdb", "sample.sampler", OneOf("ode", "sde"), D42 + " (ODE for distribution metrics, SDE for designability)"),
     Row("pdb", "sample.noise_scale", OneOf(0.35, 0.45, 0.50), D42 + " (noise scale gamma 0.35, 0.45 or 0.50)"),
@@ -136,16 +149,37 @@ class Wildcards(dict):
 
 def _set_flags(text: str) -> dict:
     """`--set KEY=VALUE ...` as the CLI reads it (values parsed as YAML)."""
+    from qdiff.cli import load_yaml
+
     words = shlex.split(text)
     out = {}
     for flag, item in zip(words[::2], words[1::2]):
         assert flag == "--set"
         key, value = item.split("=", 1)
-        out[key] = yaml.safe_load(value)
+        out[key] = load_yaml(value)
     return out
 
 
+_RESOLVED: dict[str, dict] = {}
+
+
 def resolved(study, dataset: str) -> dict:
+    if dataset not in _RESOLVED:
+        _RESOLVED[dataset] = _resolve(study, dataset)
+    return _RESOLVED[dataset]
+
+
+def test_settings_in_exponent_form_are_numbers():
+    """YAML 1.1 (PyYAML) reads `1e-05` as a string; the workflow's JSON flags and users' YAML
+    write such numbers, so qdiff reads settings as YAML 1.2 floats."""
+    from qdiff.cli import load_yaml
+
+    assert _set_flags("--set denoiser_weight_floor=1e-05 --set 'grad_clip={\"mode\": \"norm\", \"max_norm\": 5e-1}'") == {
+        "denoiser_weight_floor": 1e-05, "grad_clip": {"mode": "norm", "max_norm": 0.5}}
+    assert load_yaml("lr: 7e-4\nname: e5\nsteps: 10\nquoted: '1e-5'") == {"lr": 7e-4, "name": "e5", "steps": 10, "quoted": "1e-5"}
+
+
+def _resolve(study, dataset: str) -> dict:
     """{section: settings} for one dataset, exactly as the workflow's commands will see them."""
     from qdiff.cli import build_parser
     from qdiff.data.featurize import DEFAULTS as FEATURIZE_DEFAULTS
@@ -161,7 +195,12 @@ def resolved(study, dataset: str) -> dict:
         "steps": args.steps if args.steps is not None else (50 if molecules else 400),
         "multiplier": args.multiplier if args.multiplier is not None else 2,
         "noise_scale": args.noise_scale if args.noise_scale is not None else (1.0 if molecules else 0.45),
+        "sde_schedule": args.sde_schedule or "eta",
     }
+    if molecules:  # the network's size, counted on the network the run builds
+        from qdiff.models import count_parameters, model_from_spec
+
+        train = {**train, "parameters": count_parameters(model_from_spec(train["model"]))}
     featurize = {**FEATURIZE_DEFAULTS.get(dataset, {}), **_set_flags(study["featurize_settings"](wc))}
     return {"train": train, "sample": sample, "featurize": featurize, "eval": {"threshold": THRESHOLDS.get(dataset)}}
 
