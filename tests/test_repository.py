@@ -168,3 +168,17 @@ def test_paper_study_dag_resolves_offline():
     assert re.search(r"qdiff sample --run \S+geom-drugs\S+ .*--precision fp32", text), text[-3000:]
     bad = _snakemake("-n", "--config", "study=nope", check=False)
     assert bad.returncode != 0 and "nope" in bad.stdout + bad.stderr
+
+
+def test_qm9_small_study_dag_resolves_offline():
+    """The real-data study: qm9pack (offline) -> QM9 store -> every treatment x seed, the RDKit rows on
+    the same 1,000 EDM test molecules, the NFE sweep, the report."""
+    out = _snakemake("-n", "-p", "--config", "study=qm9-small")
+    text = out.stdout + out.stderr
+    study = yaml.safe_load((ROOT / "studies" / "qm9-small.yaml").read_text())["models"]
+    runs = len(study["treatments"]) * len(study["seeds"])
+    for rule, count in (("train_model", runs), ("sample_model", runs), ("classical_baseline", 2), ("evaluate_baseline", 2)):
+        assert re.search(rf"^{rule}\s+{count}$", text, re.M), (rule, text[-3000:])
+    assert "qdiff fetch qm9 --dest resources/qm9 --source qm9pack" in text or "--source qm9pack" in text, text[-3000:]
+    assert "qdiff etkdg --reference results/data/qm9.h5 --out results/baselines/qm9/etkdg-mmff/samples.h5 --split edm --mmff --max-molecules 1000 --multiplier 2" in text
+    assert study["sample"]["max_molecules"] == 1000 and study["train"]["split"] == "edm"
