@@ -25,7 +25,11 @@ def toy_velocity_form_runs():
     toy = config["toy"]
     default = [t for t in toy["treatments"] if t.startswith("align-")]
     chosen = set(toy.get("velocity_form", default))
-    return [run for run in toy_runs() if run[1] in chosen and run[2] == "ode" and run[3] == "minus"]
+    return [
+        run
+        for run in toy_runs()
+        if run[1] in chosen and run[2] == "ode" and run[3] == "minus"
+    ]
 
 
 def toy_result_files():
