@@ -280,8 +280,8 @@ def _add_model_commands(sub) -> None:
     s.add_argument("--noise-scale", type=float, help="SDE noise scale (default: 1.0 molecules, 0.45 backbones): the scale of "
                    "eta_t = scale * alpha_hat_t^2 (--sde-schedule eta), or Proteina's gamma scaling the noise only (proteina)")
     s.add_argument("--sde-schedule", choices=("eta", "proteina"),
-                   help="eta (default): temperature-1 SDE; proteina: Proteina's g(t) = 1/(t + 0.01), log time grid, "
-                   "noise-only scale (gamma < 1: low temperature)")
+                   help="eta (default for molecules): temperature-1 SDE; proteina (default for backbones): Proteina's "
+                   "g(t) = 1/(t + 0.01), log time grid, noise-only scale (gamma < 1: low temperature)")
     s.add_argument("--align-to-xt", action="store_true", help="Boltz/AF3-style: rotate the implied x̂1 onto x_t at each step")
     s.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     s.add_argument("--compile", nargs="?", const=True, default=None, metavar="BACKEND",

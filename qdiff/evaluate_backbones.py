@@ -46,15 +46,15 @@ def ca_traces(store: ProteinStore, rows) -> list[np.ndarray]:
 
 def _reference_split(store: ProteinStore, settings: dict) -> str | None:
     """The split whose test chains are the reference set: the run's (recorded by `qdiff sample`),
-    else the store's first. A store without splits is only accepted for samples drawn with
-    --all-molecules (then every chain is the reference, as recorded); otherwise an error."""
+    else the store's first. Samples drawn with --all-molecules compare with every chain (as
+    recorded). A store without splits is otherwise an error."""
     names = store.split_names()
+    if settings.get("all_molecules"):
+        return None
     if settings.get("split") in names:
         return settings["split"]
     if names:
         return names[0]
-    if settings.get("all_molecules"):
-        return None
     raise ValueError(f"{store.path}: the reference store has no split, so there are no test chains to compare with; "
                      "featurize with a split, or sample with --all-molecules to compare with every chain (recorded)")
 

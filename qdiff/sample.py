@@ -278,7 +278,7 @@ def backbone_lengths(store: str | Path, config: dict, seed: int, max_chains: int
 
 @torch.no_grad()
 def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_length: int = 1, sampler: str = "ode",
-                     steps: int = 400, seed: int = 0, noise_scale: float = 0.45, sde_schedule: str = "eta", max_chains: int | None = None,
+                     steps: int = 400, seed: int = 0, noise_scale: float = 0.45, sde_schedule: str = "proteina", max_chains: int | None = None,
                      batch_size: int = 64, align_to_xt: bool = False, device: str = "auto", pdb_dir: str | Path | None = None,
                      store: str | Path | None = None, compile: bool | str = False, precision: str = "fp32",
                      all_molecules: bool = False, progress: bool = True) -> dict:

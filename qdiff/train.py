@@ -90,8 +90,13 @@ T_DISTRIBUTIONS = ("uniform", "proteina")
 # configs/experiment_config/training_ca.yaml (loss.t_distribution: p1 1.9, p2 1.0).
 PROTEINA_T_UNIFORM_WEIGHT = 0.02
 PROTEINA_T_BETA = (1.9, 1.0)
-# Settings added after runs were first written: older checkpoints resume with these defaults.
-LATER_DEFAULTS = ("t_distribution", "denoiser_weight_floor")
+# Settings added after runs were first written, with the value that reproduces what such a run
+# computed: an older checkpoint resumes when the run's settings give the same (e.g. it drew
+# conformers by Boltzmann weight, so it resumes only with `conformer: weighted`).
+LATER_DEFAULTS = {"t_distribution": "uniform", "denoiser_weight_floor": 1e-2, "loss_reduction": "mse",
+                  "conformer": "weighted", "parity_switch": "none"}
+# Settings that act only at sampling time (recorded in model.pt): a run may resume with others.
+SAMPLING_KEYS = ("parity_switch",)
 EXIT_PREEMPTED = 143
 
 
@@ -287,9 +292,13 @@ class Trainer:
     def load(self, path: Path) -> None:
         state = torch.load(path, map_location=self.device, weights_only=True)
         saved = json.loads(state["config"])
-        saved = {**{k: DEFAULTS[k] for k in LATER_DEFAULTS}, **saved}
-        if science_settings(saved) != science_settings(self.config):
-            raise ValueError(f"{path}: the checkpoint was written with a different configuration; use a new run folder")
+        saved = {**LATER_DEFAULTS, **saved}
+        old, new = (science_settings({k: v for k, v in c.items() if k not in SAMPLING_KEYS}) for c in (saved, self.config))
+        if old != new:
+            diff = ", ".join(f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
+                             if old.get(k) != new.get(k))
+            raise ValueError(f"{path}: the checkpoint was written with a different configuration ({diff}); "
+                             "resume with the checkpoint's settings or use a new run folder")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -190,13 +190,15 @@ def _resolve(study, dataset: str) -> dict:
     train = resolve_config(_set_flags(study["train_settings"](wc)))
     args = build_parser().parse_args(["sample", "--run", "r", "--out", "o", *shlex.split(study["sample_flags"](wc))])
     molecules = dataset != "pdb"
-    sample = {  # the sample runners' defaults where the study gives no flag (qdiff/sample.py)
-        "sampler": args.sampler,
-        "steps": args.steps if args.steps is not None else (50 if molecules else 400),
-        "multiplier": args.multiplier if args.multiplier is not None else 2,
-        "noise_scale": args.noise_scale if args.noise_scale is not None else (1.0 if molecules else 0.45),
-        "sde_schedule": args.sde_schedule or "eta",
-    }
+    import inspect
+
+    from qdiff.sample import sample_backbones, sample_molecules
+
+    runner = inspect.signature(sample_molecules if molecules else sample_backbones).parameters
+    flags = vars(args)
+    # the flags the study gives, else the sample runner's own defaults (read, not restated)
+    sample = {key: flags[key] if flags.get(key) is not None else runner[key].default
+              for key in ("sampler", "steps", "noise_scale", "sde_schedule") + (("multiplier",) if molecules else ())}
     if molecules:  # the network's size, counted on the network the run builds
         from qdiff.models import count_parameters, model_from_spec
 

@@ -129,8 +129,25 @@ def test_sde_sampling_of_a_velocity_run_with_the_harmonic_prior(stores, tmp_path
            "--steps", "5", "--max-molecules", "2", "--noise-scale", "0.5", "--device", "cpu"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    sample(run, tmp_path / "proteina.h5", sampler="sde", sde_schedule="proteina", steps=5, max_molecules=2, noise_scale=0.5,
-           sdf=False, progress=False)
+    import qdiff.sample as sampling
+
+    seen, real = [], sampling._run_sampler
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["prior"])
+        return real(*args, **kwargs)
+
+    sampling._run_sampler = spy
+    try:
+        sample(run, tmp_path / "proteina.h5", sampler="sde", sde_schedule="proteina", steps=5, max_molecules=2, noise_scale=0.5,
+               sdf=False, progress=False)
+    finally:
+        sampling._run_sampler = real
+    # the harmonic prior's covariance reaches the velocity-to-score conversion: a basis per cloud,
+    # finite positive variances on the valid atoms (the bond Laplacian's inverse eigenvalues)
+    assert seen and all(p is not None and not p.isotropic for p in seen)
+    assert all(p.basis.shape[-1] == p.basis.shape[-2] == p.variance.shape[-1] for p in seen)
+    assert all(bool((p.variance > 0).all()) and bool(torch.isfinite(p.variance).all()) for p in seen)
     for schedule in ["eta", "proteina"]:
         with MoleculeStore(tmp_path / f"{schedule}.h5", SAMPLES_SCHEMA) as s:
             settings = json.loads(s.attrs["settings"])
@@ -179,6 +196,28 @@ def test_runtime_settings_may_change_on_resume(stores, tmp_path):
     train(stores / "qm9.h5", run, {**MOLECULE, "steps": 2}, progress=False)
     train(stores / "qm9.h5", run, {**MOLECULE, "steps": 2, "device": "cpu", "checkpoint_every": 7}, progress=False)
     assert json.loads((run / "config.json").read_text())["steps"] == 2
+
+
+def test_a_checkpoint_from_before_the_newer_settings_resumes_with_what_it_computed(stores, tmp_path):
+    """A run written before loss_reduction / conformer / parity_switch / t_distribution /
+    denoiser_weight_floor existed drew Boltzmann-weighted conformers with the squared loss: it
+    resumes with those settings, and a different setting is refused by name."""
+    from qdiff.train import Trainer, resolve_config
+
+    run = tmp_path / "old"
+    Trainer(stores / "qm9.h5", run, resolve_config({**MOLECULE, "steps": 3, "conformer": "weighted"}), progress=False).run(stop_at=2)
+    last = run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    assert state["step"] == 2
+    config = json.loads(state["config"])
+    for key in ("loss_reduction", "conformer", "parity_switch", "t_distribution", "denoiser_weight_floor"):
+        config.pop(key)
+    state["config"] = json.dumps(config)
+    torch.save(state, last)
+    with pytest.raises(ValueError, match="conformer: 'weighted' in the checkpoint, 'uniform' now"):
+        train(stores / "qm9.h5", run, {**MOLECULE, "steps": 3}, progress=False)
+    train(stores / "qm9.h5", run, {**MOLECULE, "steps": 3, "conformer": "weighted", "parity_switch": "none"}, progress=False)
+    assert torch.load(run / "model.pt", weights_only=True)["step"] == 3
 
 
 class WithRigidMotion(torch.nn.Module):
