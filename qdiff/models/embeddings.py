@@ -35,7 +35,6 @@ class AtomEncoder(nn.Module):
         self.element = nn.Embedding(N_ELEMENTS, dim)
         self.hybrid = nn.Embedding(N_HYBRIDIZATION, dim)
         self.stereo = nn.Embedding(3, dim)
-        nn.init.zeros_(self.stereo.weight)
         self.time_dim = time_dim
         self.mix = nn.Sequential(nn.Linear(dim + 3 + time_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
