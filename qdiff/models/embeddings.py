@@ -24,9 +24,10 @@ class AtomEncoder(nn.Module):
     """Scalar per-atom features from the store's graph features and the time t in [0, 1].
 
     `stereo` (batch key "stereo", -1/0/+1 per atom, qdiff.data.stereo: the handedness of a tagged
-    centre, invariant to atom and bond order) enters through a 3-way embedding initialised to zero,
-    so a new network starts as one without it, and checkpoints saved before it existed load (the
-    missing weight is filled with zeros: exactly their old outputs). Batches without the key
+    centre, invariant to atom and bond order) enters through a 3-way embedding (default init, like the
+    element embedding: a zero init would sit on a saddle, its gradient needing a chiral pathway that
+    itself only pays off with the label). Checkpoints saved before it existed still load strictly:
+    the missing weight is filled with zeros, which gives exactly their old outputs. Batches without the key
     (older callers) get 0 everywhere. It is a reflection-invariant scalar: O(3) networks stay
     reflection-equivariant; SO(3) networks can use it to choose the enantiomer."""
 
