@@ -20,6 +20,7 @@ from .residues import CA
 from .stereo import stereo_signs
 
 CONFORMER_CHOICES = ("weighted", "uniform", "first")
+STEREO_CACHE_ROWS = 65_536
 
 
 class _StoreDataset(Dataset):
@@ -82,12 +83,17 @@ class ConformerDataset(_StoreDataset):
         return c0 + int(rng.choice(n, p=w))
 
     def _stereo(self, row: int, atoms: dict[str, torch.Tensor], b0: int, b1: int) -> np.ndarray:
-        """Per-atom permutation-invariant stereo signs (qdiff.data.stereo), cached per row."""
+        """Per-atom permutation-invariant stereo signs (qdiff.data.stereo; ~0.5 ms for a 42-atom
+        molecule with 7 centres, nothing without tags), cached for the first STEREO_CACHE_ROWS rows
+        seen so memory stays bounded on large stores."""
         cache = self.__dict__.setdefault("_stereo_cache", {})
-        if row not in cache:
+        signs = cache.get(row)
+        if signs is None:
             arrays = {k: v.numpy() for k, v in atoms.items()}
-            cache[row] = stereo_signs(arrays, np.asarray(self._bond_index[b0:b1]), np.asarray(self._bond_order[b0:b1]))
-        return cache[row]
+            signs = stereo_signs(arrays, np.asarray(self._bond_index[b0:b1]), np.asarray(self._bond_order[b0:b1]))
+            if len(cache) < STEREO_CACHE_ROWS:
+                cache[row] = signs
+        return signs
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s = self.store
