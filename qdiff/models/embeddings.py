@@ -21,21 +21,38 @@ def sinusoidal_embedding(values: Tensor, dim: int, max_period: float = 10_000.0)
 
 
 class AtomEncoder(nn.Module):
-    """Scalar per-atom features from the store's graph features and the time t in [0, 1]."""
+    """Scalar per-atom features from the store's graph features and the time t in [0, 1].
+
+    `stereo` (batch key "stereo", -1/0/+1 per atom, qdiff.data.stereo: the handedness of a tagged
+    centre, invariant to atom and bond order) enters through a 3-way embedding (default init, like the
+    element embedding: a zero init would sit on a saddle, its gradient needing a chiral pathway that
+    itself only pays off with the label). Checkpoints saved before it existed still load strictly:
+    the missing weight is filled with zeros, which gives exactly their old outputs. Batches without the key
+    (older callers) get 0 everywhere. It is a reflection-invariant scalar: O(3) networks stay
+    reflection-equivariant; SO(3) networks can use it to choose the enantiomer."""
 
     def __init__(self, dim: int, time_dim: int = 32):
         super().__init__()
         self.element = nn.Embedding(N_ELEMENTS, dim)
         self.hybrid = nn.Embedding(N_HYBRIDIZATION, dim)
+        self.stereo = nn.Embedding(3, dim)
         self.time_dim = time_dim
         self.mix = nn.Sequential(nn.Linear(dim + 3 + time_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, batch: dict[str, Tensor], t: Tensor) -> Tensor:
         z = batch["z"].long().clamp(max=N_ELEMENTS - 1)
         h = self.element(z) + self.hybrid(batch["hybridization"].long().clamp(max=N_HYBRIDIZATION - 1))
+        if "stereo" in batch:
+            h = h + self.stereo(batch["stereo"].long().clamp(-1, 1) + 1)
         flags = torch.stack([batch["aromatic"].float(), batch["in_ring"].float(), batch["formal_charge"].float()], dim=-1)
         time = sinusoidal_embedding(t * 1000.0, self.time_dim)[:, None, :].expand(-1, z.shape[1], -1)
         return self.mix(torch.cat([h, flags, time], dim=-1))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "stereo.weight"
+        if key not in state_dict and prefix + "element.weight" in state_dict:  # saved before the stereo feature
+            state_dict[key] = torch.zeros_like(self.stereo.weight)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def dense_bond_codes(batch: dict[str, Tensor]) -> Tensor:
