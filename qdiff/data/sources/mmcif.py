@@ -15,7 +15,6 @@ import io
 from dataclasses import dataclass, field
 
 import numpy as np
-from Bio.PDB.MMCIF2Dict import MMCIF2Dict
 
 from ..residues import ATOM37_INDEX, ATOM_RENAMES, CA, residue_type, sequence
 
@@ -97,6 +96,8 @@ def read_cif(data: bytes, name: str) -> dict:
         text = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("utf-8", errors="replace")
     except (OSError, EOFError) as err:
         raise ValueError(f"{name}: corrupt or truncated gzip ({err})") from err
+    from Bio.PDB.MMCIF2Dict import MMCIF2Dict  # lazy: molecule-only code paths need no Biopython
+
     try:
         d = MMCIF2Dict(io.StringIO(text))
     except Exception as err:  # the tokenizer raises plain ValueErrors and others
