@@ -220,7 +220,7 @@ def test_the_two_enantiomers_differ_only_in_the_stereo_feature(tmp_path):
 @pytest.mark.slow
 @pytest.mark.xfail(reason="the tiny SO(3) e3nn does not learn a chiral flow at test budgets: with both enantiomers of "
                           "CHFClBr in the store (told apart only by the permutation-invariant stereo feature) it "
-                          "gives 40-55% right enantiomer (22 runs, 1k-8k steps); measured: velocity and denoiser "
+                          "gives 40-55% right enantiomer (24 runs, 1k-8k steps); measured: velocity and denoiser "
                           "forms; conventional, quotient, align-geodiff, align-af3; Gaussian and harmonic priors, "
                           "prior alignment on/off; linear and ET-Flow interpolants; lr 3e-3 and 1e-2; batch 16 and "
                           "64; 16-32 scalars x 8-16 vectors x 3-4 layers; training times restricted to t in "
