@@ -217,6 +217,13 @@ def test_the_two_enantiomers_differ_only_in_the_stereo_feature(tmp_path):
     assert a["stereo"].abs().sum() == 1 and (a["stereo"] == -b["stereo"]).all()
 
 
+def test_an_so3_run_samples_without_the_switch_and_records_it(tmp_path):
+    """The SO(3) network's runs resolve `parity_switch: auto` to none: nothing is mirrored after
+    sampling, and the samples say so (kept out of the expected-failure test below)."""
+    _, settings, mirrored, summary = train_and_sample(tmp_path, TINY_SO3, 2, smiles=BOTH_ENANTIOMERS, sample_steps=2)
+    assert settings["parity_switch"] == "none" and summary["parity_switch"] == "none" and mirrored == 0
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(reason="the tiny SO(3) e3nn does not learn a chiral flow at test budgets: with both enantiomers of "
                           "CHFClBr in the store (told apart only by the permutation-invariant stereo feature) it "
