@@ -383,7 +383,8 @@ def _run_etkdg(args: argparse.Namespace) -> int:
     summary = generate_etkdg(args.reference, args.out, split=args.split, part=args.part, multiplier=args.multiplier,
                              mmff=args.mmff, max_molecules=args.max_molecules, seed=args.seed, timeout_s=args.timeout)
     print(f"{args.out}: {summary['method']}, {summary['molecules']} molecules ({summary['failed']} failed, "
-          f"{summary['fewer_than_asked']} with fewer conformers than asked, {summary['mmff_missing']} without MMFF parameters)")
+          f"{summary['fewer_than_asked']} with fewer conformers than asked, {summary['mmff_missing']} without MMFF parameters, "
+          f"{summary['chirality_not_enforced']} embedded without ETKDG's chirality check)")
     return 0
 
 

@@ -102,3 +102,22 @@ def test_etkdg_needs_an_existing_split(rigid_store, tmp_path, capsys):
     assert main(["etkdg", "--reference", str(rigid_store), "--out", str(tmp_path / "x.h5"), "--split", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_a_fused_small_ring_etkdg_refuses_with_its_stereo_is_embedded_without_the_check(tmp_path):
+    """QM9's C1CC2OC12 (stereo perceived from its geometry) fails ETKDG's chirality check although
+    the ring fixes the configuration: embedded without the check, counted, and right by CIP."""
+    mol, pos = mmff_minimum("C1CC2OC12", 0)
+    store = tmp_path / "fused.h5"
+    with MoleculeStoreWriter(store, dataset="demo-qm9", source="test") as writer:
+        writer.add(record_from_mol(Chem.Mol(mol), "fused", pos[None]))
+        writer.add_split("all", {"train": [], "val": [], "test": ["fused"]})
+    from qdiff.classical import generate_etkdg
+
+    summary = generate_etkdg(store, tmp_path / "s.h5", split="all", progress=False)
+    assert summary["failed"] == 0 and summary["chirality_not_enforced"] == 1
+    metrics = tmp_path / "m.json"
+    assert main(["evaluate", "--samples", str(tmp_path / "s.h5"), "--reference", str(store), "--out", str(metrics),
+                 "--workers", "1", "--plausibility", "0"]) == 0
+    result = json.loads(metrics.read_text())
+    assert result["molecules"][0]["amr_r"] < 0.3 and result["stereo"]["correct"] == 1.0, result["stereo"]
