@@ -3,14 +3,15 @@
 # same test molecules, `qdiff evaluate` of every samples file, `qdiff report`, and RESULTS.md with
 # the commands, commit, machines, wall times and package versions.
 #
-#     bash benchmarks/report_gpu_study.sh RUN_DIR REFERENCE.h5 OUT_DIR [ENV_TXT]
+#     bash benchmarks/report_gpu_study.sh RUN_DIR REFERENCE.h5 OUT_DIR [ENV_TXT [GPU_CODE]]
 #
 # RUN_DIR: the --out folder of study_on_gpu.py (one <treatment>-seed<k>/ folder per run, with
 # samples.h5, samples-nfe<K>.h5, log.csv, config.json, timing.json). REFERENCE.h5: the same store
 # the GPU run trained on. ENV_TXT: what the GPU machine printed about itself (nvidia-smi, versions).
+# GPU_CODE: which qdiff code the GPU run used (a commit, and any difference from it).
 # Steps whose output exists are skipped, so an interrupted run can be resumed.
 set -euo pipefail
-runs=$(cd "$1" && pwd); ref=$2; out=$3; env_txt=${4:-}
+runs=$(cd "$1" && pwd); ref=$2; out=$3; env_txt=${4:-}; gpu_code=${5:-not recorded}
 mkdir -p "$out/metrics"
 split=$(python -c "import json,glob,sys; print(json.load(open(glob.glob(sys.argv[1]+'/*/config.json')[0]))['split'])" "$runs")
 first=$(ls -d "$runs"/*/ | head -1)
@@ -46,17 +47,18 @@ eval_s=$(( $(date +%s) - start ))
 qdiff report --metrics "${metrics[@]}" "$out/metrics/etkdg.json" "$out/metrics/etkdg-mmff.json" --sweep "${sweep[@]}" --out "$out" > "$out/report.log"
 cp "$runs/timing.json" "$out/gpu_timing.json"
 for run in "$runs"/*/; do mkdir -p "$out/runs/$(basename "$run")"; cp "$run"/log.csv "$run"/config.json "$run"/timing.json "$out/runs/$(basename "$run")/"; done
-python - "$out" "$runs" "$eval_s" "$env_txt" <<'EOF'
+python - "$out" "$runs" "$eval_s" "$env_txt" "$gpu_code" <<'EOF'
 import json, platform, subprocess, sys
 from importlib.metadata import version
 from pathlib import Path
-out, runs, eval_s, env_txt = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+out, runs, eval_s, env_txt, gpu_code = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 timing = json.loads((runs / "timing.json").read_text())
 commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
 lines = ["# A study's models trained and sampled on one GPU, evaluated on CPU", "",
          "Produced by `benchmarks/study_on_gpu.py` (GPU machine) then `benchmarks/report_gpu_study.sh` (here); "
-         "see README \"Results\". Never edited by hand.", "",
+         "see README \"Real-data evidence\". Never edited by hand.", "",
+         f"- qdiff code of the GPU run (training and sampling): {gpu_code}",
          f"- qdiff commit (evaluation and report): `{commit}`" + (" (with uncommitted changes)" if dirty else ""),
          f"- CPU machine: {platform.platform()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}; "
          + ", ".join(f"{p} {version(p)}" for p in ("torch", "rdkit", "numpy", "h5py", "posebusters", "e3nn")),
