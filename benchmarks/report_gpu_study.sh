@@ -21,37 +21,42 @@ with h5py.File(sys.argv[1]) as h5:
     print(len(h5["molecules/id"]))
 EOF
 )
-start=$(date +%s)
+timed() {  # name, command...: run it and append its wall time to $out/wall.tsv
+  local name=$1 t0; shift; t0=$(date +%s); "$@"; echo -e "$name\t$(( $(date +%s) - t0 ))" >> "$out/wall.tsv"
+}
 for method in etkdg etkdg-mmff; do
   if [ ! -f "$out/metrics/$method.samples.h5" ]; then
-    qdiff etkdg --reference "$ref" --out "$out/metrics/$method.samples.h5" --split "$split" --max-molecules "$molecules" \
-      --multiplier 2 $([ "$method" = etkdg-mmff ] && echo --mmff) > "$out/metrics/$method.log" 2>&1
+    timed "$method" bash -c "qdiff etkdg --reference '$ref' --out '$out/metrics/$method.samples.h5' --split '$split' \
+      --max-molecules '$molecules' --multiplier 2 $([ "$method" = etkdg-mmff ] && echo --mmff) > '$out/metrics/$method.log' 2>&1"
   fi
-  [ -f "$out/metrics/$method.json" ] || qdiff evaluate --samples "$out/metrics/$method.samples.h5" --reference "$ref" \
-    --out "$out/metrics/$method.json" --workers 2 > "$out/metrics/$method.eval.log" 2>&1
+  [ -f "$out/metrics/$method.json" ] || timed "evaluate $method" bash -c "qdiff evaluate --samples '$out/metrics/$method.samples.h5' \
+    --reference '$ref' --out '$out/metrics/$method.json' --workers 2 > '$out/metrics/$method.eval.log' 2>&1"
 done
 metrics=() sweep=()
 for run in "$runs"/*/; do
   name=$(basename "$run")
-  [ -f "$run/metrics.json" ] || qdiff evaluate --samples "$run/samples.h5" --reference "$ref" --out "$run/metrics.json" \
-    --workers 2 > "$run/evaluate.log" 2>&1
+  [ -f "$run/metrics.json" ] || timed "evaluate $name" bash -c "qdiff evaluate --samples '$run/samples.h5' --reference '$ref' \
+    --out '$run/metrics.json' --workers 2 > '$run/evaluate.log' 2>&1"
   metrics+=("$run/metrics.json")
   for s in "$run"/samples-nfe*.h5; do
     [ -e "$s" ] || continue
     m=${s%.h5}.metrics.json
-    [ -f "$m" ] || qdiff evaluate --samples "$s" --reference "$ref" --out "$m" --workers 2 --plausibility 0 > "${s%.h5}.evaluate.log" 2>&1
+    [ -f "$m" ] || timed "evaluate $name $(basename "$s")" bash -c "qdiff evaluate --samples '$s' --reference '$ref' --out '$m' \
+      --workers 2 --plausibility 0 > '${s%.h5}.evaluate.log' 2>&1"
     sweep+=("$m")
   done
 done
-eval_s=$(( $(date +%s) - start ))
 qdiff report --metrics "${metrics[@]}" "$out/metrics/etkdg.json" "$out/metrics/etkdg-mmff.json" --sweep "${sweep[@]}" --out "$out" > "$out/report.log"
 cp "$runs/timing.json" "$out/gpu_timing.json"
 for run in "$runs"/*/; do mkdir -p "$out/runs/$(basename "$run")"; cp "$run"/log.csv "$run"/config.json "$run"/timing.json "$out/runs/$(basename "$run")/"; done
-python - "$out" "$runs" "$eval_s" "$env_txt" "$gpu_code" <<'EOF'
+python - "$out" "$runs" "$env_txt" "$gpu_code" <<'EOF'
 import json, platform, subprocess, sys
 from importlib.metadata import version
 from pathlib import Path
-out, runs, eval_s, env_txt, gpu_code = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+out, runs, env_txt, gpu_code = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+steps = [line.split("\t") for line in (out / "wall.tsv").read_text().splitlines()] if (out / "wall.tsv").is_file() else []
+wall = {name: int(sec) for name, sec in steps}
+eval_s = sum(wall.values())
 timing = json.loads((runs / "timing.json").read_text())
 commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
@@ -63,7 +68,9 @@ lines = ["# A study's models trained and sampled on one GPU, evaluated on CPU", 
          f"- CPU machine: {platform.platform()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}; "
          + ", ".join(f"{p} {version(p)}" for p in ("torch", "rdkit", "numpy", "h5py", "posebusters", "e3nn")),
          f"- GPU machine: {Path(env_txt).read_text().strip().replace(chr(10), '; ') if env_txt else 'not recorded'}",
-         f"- GPU wall time (all runs side by side, train + sample): {timing['wall_s']:.0f} s; evaluation and RDKit rows here: {eval_s} s", "",
+         f"- GPU wall time (all runs side by side, train + sample): {timing['wall_s']:.0f} s; here (2 cores): RDKit rows "
+         f"{wall.get('etkdg', '?')} s (ETKDGv3) and {wall.get('etkdg-mmff', '?')} s (+ MMFF94), every evaluation and RDKit row "
+         f"{eval_s} s in all (`wall.tsv`)", "",
          "| run | steps | s/step (calibrated, runs sharing the GPU) | train s | sample s at 50 NFE (1,000 molecules x 2) |", "|---|---|---|---|---|"]
 for key, t in sorted((k, v) for k, v in timing.items() if isinstance(v, dict) and "steps" in v):
     lines.append(f"| {key} | {t['steps']} | {t['calibrated_step_s']:.3f} | {t['train_s']:.0f} | {t.get('sample_nfe50_s', float('nan')):.0f} |")
