@@ -47,9 +47,10 @@ def canonical_smiles(smiles: str) -> str | None:
     return None if mol is None else Chem.MolToSmiles(mol, isomericSmiles=False)
 
 
-def iter_archive(path, subset: str) -> Iterator[tuple[str, str, bytes]]:
-    """(kind, member name, bytes) for the subset's summary JSON ("summary") and its pickles
-    ("pickle"), in archive order; a corrupt archive raises ValueError naming it."""
+def _subset_members(path, subset: str, read_pickles: bool) -> Iterator[tuple[str, str, PurePosixPath, bytes | None]]:
+    """(kind, member name, path, bytes) for the subset's summary JSON ("summary", always read) and
+    its pickles ("pickle", read only with `read_pickles`), in archive order, streamed; a corrupt
+    archive raises ValueError naming it."""
     try:
         with tarfile.open(path, mode="r|*") as tar:
             for member in tar:
@@ -57,29 +58,29 @@ def iter_archive(path, subset: str) -> Iterator[tuple[str, str, bytes]]:
                     continue
                 p = PurePosixPath(member.name)
                 if p.name == f"summary_{subset}.json":
-                    yield "summary", member.name, tar.extractfile(member).read()
+                    yield "summary", member.name, p, tar.extractfile(member).read()
                 elif p.suffix == ".pickle" and p.parent.name == subset:
-                    yield "pickle", member.name, tar.extractfile(member).read()
+                    yield "pickle", member.name, p, tar.extractfile(member).read() if read_pickles else None
     except (tarfile.TarError, EOFError, OSError) as err:
         raise ValueError(f"{path}: corrupt or truncated archive ({err})") from err
+
+
+def iter_archive(path, subset: str) -> Iterator[tuple[str, str, bytes]]:
+    """(kind, member name, bytes) for the subset's summary JSON ("summary") and its pickles
+    ("pickle"), in archive order; a corrupt archive raises ValueError naming it."""
+    for kind, name, _, data in _subset_members(path, subset, read_pickles=True):
+        yield kind, name, data
 
 
 def list_archive(path, subset: str) -> tuple[bytes | None, str | None, list[str]]:
     """(summary JSON bytes, its member name, pickle stems of the subset in archive order) from one
     streamed pass that reads no pickle (so nothing is unpickled); ValueError for a corrupt archive."""
     summary, summary_name, stems = None, None, []
-    try:
-        with tarfile.open(path, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                p = PurePosixPath(member.name)
-                if p.name == f"summary_{subset}.json":
-                    summary, summary_name = tar.extractfile(member).read(), member.name
-                elif p.suffix == ".pickle" and p.parent.name == subset:
-                    stems.append(p.stem)
-    except (tarfile.TarError, EOFError, OSError) as err:
-        raise ValueError(f"{path}: corrupt or truncated archive ({err})") from err
+    for kind, name, p, data in _subset_members(path, subset, read_pickles=False):
+        if kind == "summary":
+            summary, summary_name = data, name
+        else:
+            stems.append(p.stem)
     return summary, summary_name, stems
 
 
