@@ -309,7 +309,7 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
                          all_molecules=bool(all_molecules))
     with ProteinStore(store) as ref:
         dataset_name = ref.attrs["dataset"]
-    nfe, path_lengths, source_rows = 0, [], []
+    nfe, path_lengths, source_rows, pdb_skipped = 0, [], [], {}
     with ProteinStoreWriter(out, dataset=dataset_name, source=f"qdiff sample of {Path(run_dir).name}",
                             settings=settings, schema=PROTEIN_SAMPLES_SCHEMA) as writer:
         order = sorted(range(len(jobs)), key=lambda i: jobs[i][0])  # similar lengths share a batch
@@ -338,9 +338,14 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
                                     b_factor=np.zeros((n, 37), np.float16), break_before=np.zeros(n, bool))
                 writer.add(StructureRecord(name, "generated", float("nan"), "", "", "", "", [chain]), source_row=source_row)
                 source_rows.append(source_row)
-                write_ca_pdb(xs[b, :n], pdb_dir / f"{name}.pdb")
+                try:
+                    write_ca_pdb(xs[b, :n], pdb_dir / f"{name}.pdb")
+                except ValueError as err:  # e.g. a diverged sample: kept in the store, skipped as PDB, recorded
+                    pdb_skipped[name] = str(err)
         summary = {"backbones": len(jobs), "nfe": nfe // max(len(jobs), 1), "pdb_dir": str(pdb_dir),
-                   "mean_path_length": float(np.mean(path_lengths)) if path_lengths else float("nan")}
+                   "mean_path_length": float(np.mean(path_lengths)) if path_lengths else float("nan"),
+                   "pdb_skipped": pdb_skipped}
+        writer.attrs["pdb_skipped"] = json.dumps(pdb_skipped)
         writer.attrs["nfe_per_sample"] = summary["nfe"]
         writer.attrs["mean_path_length"] = summary["mean_path_length"]
         writer.attrs["reference_store"] = str(store)

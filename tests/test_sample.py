@@ -1,6 +1,7 @@
 """Sampling outputs (molecule SDF, backbone store + PDB), self-conditioning, bf16 autocast,
 TensorBoard logs, and invariance of the quotient loss and sampler to rigid-motion output errors."""
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -86,8 +87,11 @@ def test_backbone_samples_store_and_pdb_files(tmp_path, runs, stores):
     from Bio.PDB import PDBParser
 
     out = tmp_path / "bb.h5"
-    summary = sample(runs / "bb", out, lengths=[12, 30], per_length=2, steps=5, seed=0, sampler="sde", noise_scale=0.4)
+    # 5 steps: the temperature-1 schedule (Proteína's overshoots at so few steps, see the next test)
+    summary = sample(runs / "bb", out, lengths=[12, 30], per_length=2, steps=5, seed=0, sampler="sde", noise_scale=0.4,
+                     sde_schedule="eta")
     assert summary["kind"] == "backbones" and summary["backbones"] == 4 and summary["nfe"] == 5
+    assert summary["pdb_skipped"] == {}
     with ProteinStore(out, PROTEIN_SAMPLES_SCHEMA) as s:
         assert sorted(s.chain_lengths().tolist()) == [12, 12, 30, 30]
         assert (s.array("chains/source_row")[:] == -1).all()
@@ -98,6 +102,26 @@ def test_backbone_samples_store_and_pdb_files(tmp_path, runs, stores):
         np.testing.assert_allclose(ca, chain["atom_pos"][:, CA], atol=1e-3)
     ca_gaps = np.linalg.norm(np.diff(chain["atom_pos"][:, CA], axis=0), axis=1)
     assert np.isfinite(ca_gaps).all()
+
+
+def test_a_backbone_the_pdb_format_cannot_hold_is_kept_in_the_store_and_its_pdb_skipped(tmp_path, runs):
+    from qdiff.data.ca_pdb import read_ca, write_ca_pdb
+
+    # Proteína's SDE at 5 steps overshoots (g(0) dt ~ 93): every sample is in the store, and each
+    # one either has its PDB file or a recorded reason
+    summary = sample(runs / "bb", tmp_path / "bb.h5", lengths=[12, 30], per_length=2, steps=5, sampler="sde", noise_scale=0.4)
+    pdbs = {p.stem for p in Path(summary["pdb_dir"]).glob("*.pdb")}
+    assert summary["backbones"] == 4 and len(pdbs) + len(summary["pdb_skipped"]) == 4 and not pdbs & set(summary["pdb_skipped"])
+    with ProteinStore(tmp_path / "bb.h5", PROTEIN_SAMPLES_SCHEMA) as s:
+        assert len(s.chain_lengths()) == 4 and json.loads(s.attrs["pdb_skipped"]) == summary["pdb_skipped"]
+
+    ca = np.cumsum(np.full((5, 3), 2.0), axis=0)
+    write_ca_pdb(ca, tmp_path / "ok.pdb")
+    np.testing.assert_allclose(read_ca(tmp_path / "ok.pdb"), ca, atol=1e-3)
+    for bad in (ca * 1e4, np.where(np.arange(15).reshape(5, 3) == 7, np.nan, ca), -ca * 600):
+        with pytest.raises(ValueError, match="outside what a PDB file holds"):
+            write_ca_pdb(bad, tmp_path / "bad.pdb")
+        assert not (tmp_path / "bad.pdb").exists()
 
 
 def test_backbone_lengths_default_to_the_reference_test_split(tmp_path, runs, stores):

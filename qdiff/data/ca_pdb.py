@@ -9,8 +9,18 @@ import numpy as np
 from ..atomic import atomic_path
 
 
+PDB_COORD_RANGE = (-999.999, 9999.999)  # what the PDB format's 8.3f coordinate columns hold
+
+
 def write_ca_pdb(ca: np.ndarray, path: str | Path, chain_id: str = "A") -> None:
-    """A Cα-only PDB file (residues UNK, numbered from 1) written with Biopython, atomically."""
+    """A Cα-only PDB file (residues UNK, numbered from 1) written with Biopython, atomically.
+    ValueError (nothing written) for coordinates the format cannot hold: non-finite, or outside
+    PDB_COORD_RANGE, where the columns would run into each other and no reader could parse them."""
+    ca = np.asarray(ca, dtype=np.float32)
+    low, high = PDB_COORD_RANGE
+    if not np.isfinite(ca).all() or ca.min(initial=0.0) < low or ca.max(initial=0.0) > high:
+        raise ValueError(f"{path}: coordinates outside what a PDB file holds ({low} to {high} Å, finite): "
+                         f"min {np.nanmin(ca):.4g}, max {np.nanmax(ca):.4g}")
     from Bio.PDB import PDBIO
     from Bio.PDB.StructureBuilder import StructureBuilder
 

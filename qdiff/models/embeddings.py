@@ -24,9 +24,9 @@ class AtomEncoder(nn.Module):
     """Scalar per-atom features from the store's graph features and the time t in [0, 1].
 
     `stereo` (batch key "stereo", -1/0/+1 per atom, qdiff.data.stereo: the handedness of a tagged
-    centre, invariant to atom and bond order) enters through a 3-way embedding (default init, like the
-    element embedding: a zero init would sit on a saddle, its gradient needing a chiral pathway that
-    itself only pays off with the label). Checkpoints saved before it existed still load strictly:
+    centre, invariant to atom and bond order) enters through a 3-way embedding, zero at init (a
+    random init made no measured difference to learning handedness, and it would shift every later
+    parameter's random init). Checkpoints saved before it existed still load strictly:
     the missing weight is filled with zeros, which gives exactly their old outputs. Batches without the key
     (older callers) get 0 everywhere. It is a reflection-invariant scalar: O(3) networks stay
     reflection-equivariant; SO(3) networks can use it to choose the enantiomer."""
@@ -35,7 +35,10 @@ class AtomEncoder(nn.Module):
         super().__init__()
         self.element = nn.Embedding(N_ELEMENTS, dim)
         self.hybrid = nn.Embedding(N_HYBRIDIZATION, dim)
-        self.stereo = nn.Embedding(3, dim)
+        # zero-initialized and drawn from no random stream: every other parameter is initialized
+        # exactly as before the feature existed (same seeds, same runs), and an untrained network's
+        # output does not depend on the label
+        self.stereo = nn.Embedding(3, dim, _weight=torch.zeros(3, dim))
         self.time_dim = time_dim
         self.mix = nn.Sequential(nn.Linear(dim + 3 + time_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
