@@ -159,11 +159,15 @@ def nfe_sweep(metrics: list[dict], path: Path) -> None:
     """Headline metric against the sampler's NFE per treatment (mean over seeds): AMR-R for
     conformer sets, pair-distance JSD for backbone sets."""
     points: dict[str, dict[str, dict[int, list[float]]]] = {}
+    classical: dict[str, dict[str, float]] = {}  # rows with no network (RDKit): dashed reference lines
     for m in metrics:
         nfe = m.get("nfe_per_sample")
         if nfe is None:
             continue
         value = m["metrics"]["pair_distance_jsd"] if m.get("kind") == "backbones" else m["metrics"]["zero"]["amr_r_mean"]
+        if m.get("sampler") == "classical":
+            classical.setdefault(m["dataset"], {})[m.get("treatment")] = value
+            continue
         points.setdefault(m["dataset"], {}).setdefault(m.get("treatment"), {}).setdefault(int(nfe), []).append(value)
     swept = {d: t for d, t in points.items() if any(len(v) > 1 for v in t.values())}
     if not swept:
@@ -174,6 +178,8 @@ def nfe_sweep(metrics: list[dict], path: Path) -> None:
         for treatment, by_nfe in sorted(treatments.items(), key=lambda kv: str(kv[0])):
             nfes = sorted(by_nfe)
             ax.plot(nfes, [np.mean(by_nfe[n]) for n in nfes], "-o", ms=3, label=treatment, color=COLORS.get(treatment))
+        for k, (method, value) in enumerate(sorted(classical.get(dataset, {}).items())):
+            ax.axhline(value, color="grey", lw=0.9, ls=("--", ":")[k % 2], label=f"RDKit {method}")
         ax.set(title=f"{dataset}: quality against NFE", xlabel="NFE per sample", xscale="log",
                ylabel="pair-distance JSD" if backbone else "AMR-R mean (Å)")
         ax.legend(fontsize=7)
