@@ -95,7 +95,7 @@ def generate_etkdg(reference: str | Path, out: str | Path, *, split: str | None,
         method = METHODS[bool(mmff)]
         settings = {"method": method, "treatment": method, "sampler": "classical", "seed": seed, "multiplier": multiplier,
                     "split": split, "part": part, "molecules": f"split {split}: {part}", "all_molecules": False,
-                    "reference_conformers": str(ref.h5[f"splits/{split}"].attrs.get(f"{part}_conformers", "as stored")),
+                    "reference_conformers": str(ref.split_attrs(split).get(f"{part}_conformers", "as stored")),
                     "timeout_s": timeout_s, "reference": str(reference)}
         records, failures, mmff_missing, short, relaxed = [], [], 0, 0, 0
         with MoleculeStoreWriter(out, dataset=ref.attrs["dataset"], source=f"RDKit {method}", schema=SAMPLES_SCHEMA,

@@ -156,9 +156,7 @@ def reference_dataset(task, store, config: dict, seed: int, all_molecules: bool)
 def _reference_conformers(store: MoleculeStore, split: str | None) -> str:
     """How many conformers the reference molecules carry, as the featurizer recorded it on the
     split (GEOM: "all" for the reference split's test part, ET-Flow's protocol)."""
-    if split and f"splits/{split}" in store.h5:
-        return str(store.h5[f"splits/{split}"].attrs.get("test_conformers", "as stored"))
-    return "as stored"
+    return str(store.split_attrs(split).get("test_conformers", "as stored")) if split else "as stored"
 
 
 def pack_molecules(counts: list[int], sizes: list[int], max_clouds: int, max_pairs: int) -> list[list[int]]:

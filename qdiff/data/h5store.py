@@ -211,6 +211,12 @@ class H5Store:
             raise KeyError(f"{self.path}: no split {name!r}; available: {self.split_names()}")
         return self.h5[f"splits/{name}/{part}"][()]
 
+    def split_attrs(self, name: str) -> dict:
+        """The attributes a featurizer recorded on split `name` (e.g. `test_conformers`); {} if absent."""
+        if name not in self.split_names():
+            return {}
+        return {k: (v.item() if hasattr(v, "item") else v) for k, v in self.h5[f"splits/{name}"].attrs.items()}
+
     def failures(self) -> list[tuple[str, str]]:
         return list(zip(self.strings("failures/id"), self.strings("failures/reason")))
 

@@ -61,6 +61,14 @@ def canonical_ranks(atoms: dict[str, np.ndarray], bond_index: np.ndarray, bond_o
     return ranks
 
 
+def tag_neighbours(bond_index: np.ndarray, atom: int) -> np.ndarray:
+    """The neighbours of `atom` in the order of its bonds in the store (molecule-local pairs
+    [n_bond, 2]): the order RDKit's CW/CCW tag refers to."""
+    bond_index = np.asarray(bond_index, dtype=np.int64).reshape(-1, 2)
+    pairs = bond_index[(bond_index == atom).any(axis=1)]
+    return np.where(pairs[:, 0] == atom, pairs[:, 1], pairs[:, 0])
+
+
 def _parity(values: list[int]) -> int:
     """+1 for an even, -1 for an odd number of inversions."""
     inversions = sum(1 for a in range(len(values)) for b in range(a + 1, len(values)) if values[a] > values[b])
@@ -78,11 +86,10 @@ def stereo_signs(atoms: dict[str, np.ndarray], bond_index: np.ndarray, bond_orde
     bond_index = np.asarray(bond_index, dtype=np.int64).reshape(-1, 2)
     ranks = canonical_ranks(atoms, bond_index, bond_order)
     for i in centres:
-        rows = np.nonzero((bond_index == i).any(axis=1))[0]  # this atom's bonds, in bond order (the tag's order)
-        if not 3 <= rows.shape[0] <= 4:
+        neighbours = tag_neighbours(bond_index, i)
+        if not 3 <= neighbours.shape[0] <= 4:
             continue
-        pairs = bond_index[rows]
-        nbr_ranks = [int(ranks[j]) for j in np.where(pairs[:, 0] == i, pairs[:, 1], pairs[:, 0])]
+        nbr_ranks = [int(ranks[j]) for j in neighbours]
         if len(set(nbr_ranks)) < len(nbr_ranks):
             continue  # two neighbours this ranking cannot tell apart
         out[i] = TAG_SIGN[int(tags[i])] * _parity(nbr_ranks)

@@ -62,12 +62,12 @@ def fields_from_denoiser(
 def fields_from_velocity(
     velocity: Callable[[Tensor, Tensor, Tensor | None], Tensor],
     interpolant: Interpolant | None = None,
-    prior: PriorSpectrum | Callable[[], PriorSpectrum] | None = None,
+    prior: PriorSpectrum | None = None,
 ) -> VectorField:
     """A velocity model v(x, t, mask). Without `interpolant`: ODE sampling only (no score).
 
-    With the interpolant and a Gaussian prior (`prior`: a PriorSpectrum, or a function returning
-    one; None is the isotropic N(0, I)), the score follows from the velocity
+    With the interpolant and a Gaussian prior (`prior`; None is the isotropic N(0, I)), the score
+    follows from the velocity
     (`denoiser_and_score_from_velocity`), so the SDE samplers accept velocity models too.
     """
 
@@ -75,8 +75,7 @@ def fields_from_velocity(
         v = velocity(x, t, mask)
         if interpolant is None:
             return Fields(v)
-        spectrum = prior() if callable(prior) else prior
-        _, score = denoiser_and_score_from_velocity(x, v, t, interpolant, spectrum)
+        _, score = denoiser_and_score_from_velocity(x, v, t, interpolant, prior)
         return Fields(v, score)
 
     return fields

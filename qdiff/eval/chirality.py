@@ -38,8 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data.stereo import TAG_SIGN, tag_neighbours
+
 PARITY_SWITCHES = ("post_hoc", "none")
-TAG_SIGN = {1: -1.0, 2: 1.0}  # store chiral_tag codes: 1 = CHI_TETRAHEDRAL_CW, 2 = CHI_TETRAHEDRAL_CCW
 
 
 def resolve_parity_switch(model: dict, value: str | None = "auto") -> str:
@@ -69,18 +70,16 @@ class ChiralCentres:
 
 def chiral_centres(chiral_tag: np.ndarray, bond_index: np.ndarray) -> ChiralCentres:
     """The tetrahedral centres of one molecule from its store arrays (molecule-local bond pairs)."""
-    bond_index = np.asarray(bond_index, dtype=np.int64).reshape(-1, 2)
     atoms, neighbours, signs = [], [], []
     for i, tag in enumerate(np.asarray(chiral_tag).tolist()):
         if int(tag) not in TAG_SIGN:
             continue
-        rows = np.nonzero((bond_index == i).any(axis=1))[0]  # this atom's bonds, in bond order
-        if rows.shape[0] != 4:
+        nbrs = tag_neighbours(bond_index, i)
+        if nbrs.shape[0] != 4:
             continue
-        pairs = bond_index[rows]
-        neighbours.append(np.where(pairs[:, 0] == i, pairs[:, 1], pairs[:, 0]))
+        neighbours.append(nbrs)
         atoms.append(i)
-        signs.append(TAG_SIGN[int(tag)])
+        signs.append(float(TAG_SIGN[int(tag)]))
     return ChiralCentres(np.asarray(atoms, np.int64), np.asarray(neighbours, np.int64).reshape(-1, 4), np.asarray(signs, np.float64))
 
 
