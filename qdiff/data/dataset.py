@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from .molecule_store import MoleculeStore
 from .protein_store import ProteinStore
 from .residues import CA
-from .stereo import stereo_signs
+from .stereo import stereo_frames
 
 CONFORMER_CHOICES = ("weighted", "uniform", "first")
 STEREO_CACHE_ROWS = 65_536
@@ -82,18 +82,18 @@ class ConformerDataset(_StoreDataset):
         w = w / w.sum() if w.sum() > 0 else np.full(n, 1.0 / n)
         return c0 + int(rng.choice(n, p=w))
 
-    def _stereo(self, row: int, atoms: dict[str, torch.Tensor], b0: int, b1: int) -> np.ndarray:
-        """Per-atom permutation-invariant stereo signs (qdiff.data.stereo; ~0.5 ms for a 42-atom
-        molecule with 7 centres, nothing without tags), cached for the first STEREO_CACHE_ROWS rows
-        seen so memory stays bounded on large stores."""
+    def _stereo(self, row: int, atoms: dict[str, torch.Tensor], b0: int, b1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-atom permutation-invariant stereo signs and neighbour frames (qdiff.data.stereo;
+        ~0.5 ms for a 42-atom molecule with 7 centres, nothing without tags), cached for the first
+        STEREO_CACHE_ROWS rows seen so memory stays bounded on large stores."""
         cache = self.__dict__.setdefault("_stereo_cache", {})
-        signs = cache.get(row)
-        if signs is None:
+        found = cache.get(row)
+        if found is None:
             arrays = {k: v.numpy() for k, v in atoms.items()}
-            signs = stereo_signs(arrays, np.asarray(self._bond_index[b0:b1]), np.asarray(self._bond_order[b0:b1]))
+            found = stereo_frames(arrays, np.asarray(self._bond_index[b0:b1]), np.asarray(self._bond_order[b0:b1]))
             if len(cache) < STEREO_CACHE_ROWS:
-                cache[row] = signs
-        return signs
+                cache[row] = found
+        return found
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s = self.store
@@ -103,7 +103,8 @@ class ConformerDataset(_StoreDataset):
         conf = self._pick(row, int(s.conf_ptr[row]), int(s.conf_ptr[row + 1]))
         p0, p1 = int(s.pos_ptr[conf]), int(s.pos_ptr[conf + 1])
         item = {k: torch.from_numpy(np.array(v[a0:a1])) for k, v in self._atoms.items()}
-        item["stereo"] = torch.from_numpy(self._stereo(row, item, b0, b1))
+        signs, frames = self._stereo(row, item, b0, b1)
+        item["stereo"], item["stereo_frame"] = torch.from_numpy(signs), torch.from_numpy(frames)
         item["pos"] = torch.from_numpy(np.array(self._positions[p0:p1]))
         item["bond_index"] = torch.from_numpy(np.array(self._bond_index[b0:b1], dtype=np.int64))
         item["bond_order"] = torch.from_numpy(np.array(self._bond_order[b0:b1]))

@@ -75,14 +75,26 @@ def _parity(values: list[int]) -> int:
     return -1 if inversions % 2 else 1
 
 
-def stereo_signs(atoms: dict[str, np.ndarray], bond_index: np.ndarray, bond_order: np.ndarray | None = None) -> np.ndarray:
-    """[n_atoms] int8 in {-1, 0, +1}: the permutation-invariant handedness of each tagged centre
-    (module docstring); zeros when the molecule has no CW/CCW tag."""
+def stereo_frames(atoms: dict[str, np.ndarray], bond_index: np.ndarray,
+                  bond_order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(signs [n_atoms] int8 in {-1, 0, +1}, frames [n_atoms, 3] int64): the permutation-invariant
+    handedness of each tagged centre (module docstring) and its three lowest-ranked neighbours in
+    canonical rank order; unlabelled atoms (sign 0) have the atom itself three times.
+
+    With the neighbours of a labelled centre c in that order, the signed volume
+    V = (a - c) · ((b - c) × (d - c)) of the first three has the sign s_c in the reference geometry
+    and -s_c in its mirror image: the sign of a volume changes with the parity of the neighbour
+    permutation (for three neighbours exactly; for four, whenever c lies inside its neighbours'
+    tetrahedron, as qdiff.eval.chirality uses), and s_c is the tag's sign times that parity.
+    So s_c V > 0 says "this centre has its reference handedness", a rotation-invariant,
+    reflection-odd scalar that a network can read (qdiff.models.embeddings.chirality_agreement)."""
     tags = np.asarray(atoms["chiral_tag"]).astype(np.int64)
-    out = np.zeros(tags.shape[0], np.int8)
+    n = tags.shape[0]
+    signs = np.zeros(n, np.int8)
+    frames = np.repeat(np.arange(n, dtype=np.int64)[:, None], 3, axis=1)
     centres = [i for i, tag in enumerate(tags.tolist()) if tag in TAG_SIGN]
     if not centres:
-        return out
+        return signs, frames
     bond_index = np.asarray(bond_index, dtype=np.int64).reshape(-1, 2)
     ranks = canonical_ranks(atoms, bond_index, bond_order)
     for i in centres:
@@ -92,5 +104,12 @@ def stereo_signs(atoms: dict[str, np.ndarray], bond_index: np.ndarray, bond_orde
         nbr_ranks = [int(ranks[j]) for j in neighbours]
         if len(set(nbr_ranks)) < len(nbr_ranks):
             continue  # two neighbours this ranking cannot tell apart
-        out[i] = TAG_SIGN[int(tags[i])] * _parity(nbr_ranks)
-    return out
+        signs[i] = TAG_SIGN[int(tags[i])] * _parity(nbr_ranks)
+        frames[i] = neighbours[np.argsort(nbr_ranks)][:3]
+    return signs, frames
+
+
+def stereo_signs(atoms: dict[str, np.ndarray], bond_index: np.ndarray, bond_order: np.ndarray | None = None) -> np.ndarray:
+    """[n_atoms] int8 in {-1, 0, +1}: the permutation-invariant handedness of each tagged centre
+    (module docstring); zeros when the molecule has no CW/CCW tag."""
+    return stereo_frames(atoms, bond_index, bond_order)[0]

@@ -58,6 +58,55 @@ class AtomEncoder(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+def chirality_features(batch: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    """(chi [B, N], g [B, N, 3]) for the stereo centres of a padded batch at coordinates x.
+
+    For a labelled centre c (batch "stereo": s_c = ±1) with its three lowest-ranked neighbours
+    a, b, d in rank order (batch "stereo_frame", molecule-local indices; qdiff.data.stereo), and
+    u_k = (x_k - x_c) / |x_k - x_c|:
+    - chi_c = s_c u_a · (u_b × u_d): positive where the centre has its reference handedness,
+      negative in the mirror image, 0 on unlabelled atoms, coplanar neighbours and padding;
+    - g, the directions that raise chi, by the cross products of the triple product's derivative:
+      g_a += s_c u_b × u_d, g_b += s_c u_d × u_a, g_d += s_c u_a × u_b, g_c -= (the three), summed
+      over every centre an atom takes part in.
+    Both are invariant (chi) or equivariant (g) under rotations, translations and atom order, and
+    odd under reflections (a pseudoscalar and pseudovectors): only an SO(3) network may read them.
+    Zeros when the batch carries no frames."""
+    B, N = x.shape[:2]
+    if "stereo_frame" not in batch or "stereo" not in batch:
+        return x.new_zeros(B, N), x.new_zeros(B, N, 3)
+    frame = batch["stereo_frame"].long()
+    sign = batch["stereo"].to(x.dtype)
+    neighbours = torch.gather(x, 1, frame.reshape(B, N * 3, 1).expand(-1, -1, 3)).view(B, N, 3, 3)
+    u = neighbours - x[:, :, None]
+    u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    ua, ub, ud = u.unbind(dim=2)
+    cross = torch.stack([torch.cross(ub, ud, dim=-1), torch.cross(ud, ua, dim=-1), torch.cross(ua, ub, dim=-1)], dim=2)
+    chi = sign * (ua * cross[:, :, 0]).sum(-1)
+    cross = sign[..., None, None] * cross  # [B, N, 3 neighbours, 3]
+    g = -cross.sum(dim=2)  # the centre's own share
+    g = g.scatter_add(1, frame.reshape(B, N * 3, 1).expand(-1, -1, 3), cross.reshape(B, N * 3, 3))
+    return chi, g
+
+
+def chirality_agreement(batch: dict[str, Tensor], x: Tensor) -> Tensor:
+    """[B, N] chi of `chirality_features`: > 0 where a labelled centre has its reference handedness."""
+    return chirality_features(batch, x)[0]
+
+
+class ChiralityEncoder(nn.Module):
+    """(W chi [B, N, dim], g [B, N, 3]) from `chirality_features`; W [dim] is zero at init and
+    drawn from no random stream, so an untrained network's scalars do not depend on chi."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, batch: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+        chi, g = chirality_features(batch, x)
+        return chi[..., None] * self.weight.to(x.dtype), g
+
+
 def dense_bond_codes(batch: dict[str, Tensor]) -> Tensor:
     """[B, N, N] bond order codes (0 where there is no bond) from the collated bond list."""
     B, N = batch["mask"].shape

@@ -35,7 +35,7 @@ from e3nn.math import soft_one_hot_linspace
 from e3nn.nn import Gate
 from torch import Tensor, nn
 
-from .embeddings import N_BOND_CODES, AtomEncoder
+from .embeddings import N_BOND_CODES, AtomEncoder, ChiralityEncoder
 from .graph import MoleculeGraph, cosine_envelope, molecule_graph, scatter_sum
 
 
@@ -131,7 +131,9 @@ class E3Conformer(nn.Module):
         self.encoder = AtomEncoder(scalars)
         self.bond = nn.Embedding(N_BOND_CODES, 8)
         self.n_radial, self.cutoff = n_radial, cutoff
-        irreps = o3.Irreps(f"{scalars}x0e")
+        # SO(3): the stereo centres' pseudovectors g (embeddings.chirality_features) enter as one
+        # extra l = 1 input channel beside the atom scalars
+        irreps = o3.Irreps(f"{scalars}x0e" if symmetry == "o3" else f"{scalars}x0e + 1x{vector}")
         blocks = []
         with _traceable_e3nn():
             for _ in range(layers):
@@ -140,6 +142,8 @@ class E3Conformer(nn.Module):
                 irreps = block.irreps_out
             self.layers = nn.ModuleList(blocks)
             self.head = o3.Linear(irreps, f"1x{vector}")
+        # SO(3) only: the reflection-odd agreement of each stereo centre with its label enters the scalars
+        self.chirality = ChiralityEncoder(scalars) if symmetry == "so3" else None
 
     def forward(self, batch: dict[str, Tensor], x: Tensor, t: Tensor) -> Tensor:
         graph = molecule_graph(batch["mask"], x, batch["bond_index"], batch["bond_order"], self.cutoff)
@@ -151,7 +155,11 @@ class E3Conformer(nn.Module):
         radial = soft_one_hot_linspace(dist, 0.0, self.cutoff, self.n_radial, basis="smooth_finite", cutoff=True)
         edge = torch.cat([radial * self.n_radial**0.5, self.bond(graph.bond).to(x.dtype)], dim=-1)
         weight = torch.where(graph.bond > 0, torch.ones_like(dist), cosine_envelope(dist, self.cutoff))
-        h = graph.nodes(self.encoder(batch, t).to(x.dtype))
+        h = self.encoder(batch, t).to(x.dtype)
+        if self.chirality is not None:
+            agreement, directions = self.chirality(batch, x)
+            h = torch.cat([h + agreement, directions], dim=-1)
+        h = graph.nodes(h)
         for layer in self.layers:
             h = layer(h, sh, edge, weight, graph)
         return graph.padded(self.head(h), tuple(batch["mask"].shape))
