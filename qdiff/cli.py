@@ -279,8 +279,6 @@ def _run_featurize(args: argparse.Namespace) -> int:
         settings = dict(chosen or {})
     settings.update(_set_options(args.set))
     summary = featurize(args.dataset, args.raw, args.out, settings)
-    if summary.get("warning"):
-        print(f"qdiff featurize: warning: {summary['warning']}", file=sys.stderr)
     counted = f"{summary['chains']} chains in {summary['structures']} structures" if "chains" in summary else f"{summary['molecules']} molecules"
     print(f"{args.out}: {counted}, {summary['failures']} recorded failures (source {summary['source']})")
     return 0
