@@ -67,23 +67,23 @@ def _errors(value, s: dict, path: str, root: dict | None = None) -> list[str]:
     if types is not None:
         types = [types] if isinstance(types, str) else types
         if not any(_TYPES[t](value) for t in types):
-            return [f"{where}: {_show(value)} is not {' or '.join(_ARTICLE.get(t, 'a ') + t for t in types)}"
+            return [f"{where} {_show(value)} is not {' or '.join(_ARTICLE.get(t, 'a ') + t for t in types)}"
                     + (f" ({s['description']})" if "description" in s else "")]
     if "const" in s and value != s["const"]:
-        return [f"{where}: {_show(value)}; must be {_show(s['const'])}"]
+        return [f"{where} {_show(value)}: must be {_show(s['const'])}"]
     if "enum" in s and value not in s["enum"]:
-        return [f"{where}: {_show(value)} is not allowed; choose one of {', '.join(map(str, s['enum']))}"]
+        return [f"{where} {_show(value)} is not allowed; choose one of {', '.join(map(str, s['enum']))}"]
     out = []
     if _TYPES["number"](value):
         for key, ok, word in (("minimum", lambda v, b: v >= b, ">="), ("maximum", lambda v, b: v <= b, "<="),
                               ("exclusiveMinimum", lambda v, b: v > b, ">"), ("exclusiveMaximum", lambda v, b: v < b, "<")):
             if key in s and not ok(value, s[key]):
-                out.append(f"{where}: {_show(value)} is out of range; must be {word} {s[key]}"
+                out.append(f"{where} {_show(value)} is out of range; must be {word} {s[key]}"
                            + (f" ({s['description']})" if "description" in s else ""))
     if isinstance(value, str) and len(value) < s.get("minLength", 0):
         out.append(f"{where}: must not be empty")
     if isinstance(value, str) and "pattern" in s and not re.search(s["pattern"], value):
-        out.append(f"{where}: {_show(value)} is not {s.get('description', 'of the form ' + s['pattern'])}")
+        out.append(f"{where} {_show(value)} is not {s.get('description', 'of the form ' + s['pattern'])}")
     if isinstance(value, (list, tuple)):
         if len(value) < s.get("minItems", 0) or len(value) > s.get("maxItems", len(value)):
             n = (s.get("minItems"), s.get("maxItems"))
@@ -123,7 +123,7 @@ def check(value, name: str, prefix: str = "") -> None:
     """SettingsError listing every setting of `value` that `schema(name)` rejects."""
     errors = list(dict.fromkeys(_errors(value, schema(name), prefix)))
     if errors:
-        raise SettingsError(f"{name} settings: " + "; ".join(errors))
+        raise SettingsError(f"bad settings ({name}): " + "; ".join(errors))
 
 
 def check_section(value, name: str, section: str) -> None:
@@ -133,7 +133,7 @@ def check_section(value, name: str, section: str) -> None:
         return
     errors = list(dict.fromkeys(_errors(value, declared["properties"][section], "", declared)))
     if errors:
-        raise SettingsError(f"{name} {section} settings: " + "; ".join(errors))
+        raise SettingsError(f"bad settings ({name} {section}): " + "; ".join(errors))
 
 
 def load_settings_file(path, section: str | None = None) -> dict:

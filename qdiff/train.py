@@ -114,8 +114,8 @@ def resolve_config(overrides: dict) -> dict:
             config[key] = {**config[key], **value} if same else dict(value)  # a new model/interpolant: its own settings
         else:
             config[key] = value
-    check_settings(config, "train")  # types, ranges, allowed values (qdiff/schemas/train.schema.yaml)
     check_treatment(config["treatment"])
+    check_settings(config, "train")  # types, ranges, allowed values (qdiff/schemas/train.schema.yaml)
     config["parity_switch"] = resolve_parity_switch(config["model"], config["parity_switch"])
     if config["precision"] not in PRECISIONS:
         raise ValueError(f"precision {config['precision']!r}: choose one of {PRECISIONS}")
