@@ -6,31 +6,78 @@ import json
 import sys
 
 from .diffusion import CURVATURE_SIGNS, PARAMETERIZATIONS, TREATMENTS
+from .errors import EXIT_STATUSES, SettingsError
 
-# YAML 1.2 floats: PyYAML follows YAML 1.1, where `1e-05` (no dot) is a string, not a number; the
-# workflow passes settings as JSON (json.dumps(1e-05) == "1e-05"), and users write `lr: 1e-5`.
-_FLOAT_12 = r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$"  # exponent forms only
-
-
-def load_yaml(text):
-    """yaml.safe_load with YAML 1.2 floats (`1e-5` is a number), for settings files and `--set`."""
-    import re
-
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_FLOAT_12),
-                                 list("-+0123456789."))
-    return yaml.load(text, Loader=Loader)
+from .settings import load_yaml  # noqa: F401 (qdiff.cli.load_yaml: the settings reader's YAML)
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _count(text: str) -> int:
+    """A non-negative integer (0 allowed: e.g. no retries, checks off)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _date(text: str) -> str:
+    """An ISO date YYYY-MM-DD (a real one: 2026-02-30 is not)."""
+    import datetime
+    import re
+
+    try:
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+            raise ValueError(text)
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a date YYYY-MM-DD, got {text!r}") from None
+    return text
+
+
+def _lengths(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated chain lengths, e.g. 50,100, got {text!r}") from None
+    if min(values) < 2:
+        raise argparse.ArgumentTypeError(f"chain lengths must be >= 2, got {text}")
+    return values
 
 
 def _add_toy(sub) -> None:
@@ -47,9 +94,9 @@ def _add_toy(sub) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, default="ode")
     p.add_argument("--steps", type=_positive_int, default=50)
     p.add_argument("--samples", type=_positive_int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--ode-method", choices=("euler", "heun"), default="euler")
-    p.add_argument("--noise-scale", type=float, default=1.0,
+    p.add_argument("--noise-scale", type=_non_negative_float, default=1.0,
                    help="SDE: eta_t = scale * alpha_hat_t^2 (--sde-schedule eta), or Proteina's noise-only scale gamma (proteina)")
     p.add_argument("--sde-schedule", choices=SDE_SCHEDULES, default="eta",
                    help="eta: temperature-1 SDE; proteina: Proteina's g(t) = 1/(t + 0.01), log time grid, noise scaled by --noise-scale")
@@ -59,8 +106,8 @@ def _add_toy(sub) -> None:
         "--curvature", choices=sorted(CURVATURE_SIGNS), default="minus",
         help="quotient SDE curvature drift: minus (correct), plus (paper Eq. 12 as printed), none",
     )
-    p.add_argument("--jitter", type=float, default=0.1, help="isotropic noise on the rigid shapes")
-    p.add_argument("--rho", type=float, default=2.0, help="time grid refinement near the data end")
+    p.add_argument("--jitter", type=_non_negative_float, default=0.1, help="isotropic noise on the rigid shapes")
+    p.add_argument("--rho", type=_positive_float, default=2.0, help="time grid refinement near the data end")
     p.add_argument("--mc-draws", type=_positive_int, default=32,
                    help="posterior draws per step for the alignment treatments' targets")
     p.add_argument("--vertical-drift", type=float, default=0.0,
@@ -119,7 +166,7 @@ def _add_data_commands(sub) -> None:
     f.add_argument("--url", help="a mirror base URL tried first for every file (<url>/<name>)")
     f.add_argument("--dest", help="folder for the files (default resources/<dataset>)")
     f.add_argument("--offline", action="store_true", help="download nothing; report what is missing")
-    f.add_argument("--retries", type=int, default=4)
+    f.add_argument("--retries", type=_count, default=4)
     pdb = f.add_argument_group("pdb")
     pdb.add_argument("--ids", help="comma-separated PDB IDs")
     pdb.add_argument("--ids-file", help="file of PDB IDs (whitespace or comma separated, # comments)")
@@ -127,10 +174,10 @@ def _add_data_commands(sub) -> None:
                      "entries.idx, obsolete.dat) to select candidates from")
     pdb.add_argument("--index-url", nargs="?", const="default", metavar="URL",
                      help="download the wwPDB index files first (into <dest>/index) and select from them")
-    pdb.add_argument("--max-resolution", type=float, help="with --index-dir/--index-url: resolution cutoff in Å")
+    pdb.add_argument("--max-resolution", type=_positive_float, help="with --index-dir/--index-url: resolution cutoff in Å")
     pdb.add_argument("--base-url", default=None, help="entry server (default https://files.rcsb.org/download)")
-    pdb.add_argument("--snapshot", help="snapshot date (YYYY-MM-DD) recorded in snapshot.json")
-    pdb.add_argument("--workers", type=int, default=8, help="concurrent downloads")
+    pdb.add_argument("--snapshot", type=_date, help="snapshot date (YYYY-MM-DD) recorded in snapshot.json")
+    pdb.add_argument("--workers", type=_positive_int, default=8, help="concurrent downloads")
     pdb.add_argument("--refresh", action="store_true", help="download again instead of reusing the cache")
     pdb.add_argument("--clusters", nargs="?", const="default", metavar="URL",
                      help="also fetch RCSB's 30%% sequence clusters (for cluster-aware splits)")
@@ -221,18 +268,16 @@ def _run_fetch_pdb(args: argparse.Namespace):
 def _run_featurize(args: argparse.Namespace) -> int:
     from .data.featurize import featurize
 
+    from .settings import load_settings_file
+
     settings = {}
     if args.config:
-        loaded = load_yaml(open(args.config)) or {}
-        section = loaded.get("featurize", {})
-        if not isinstance(section, dict):
-            raise ValueError(f"{args.config}: `featurize` must be a mapping")
-        settings = dict(section.get(args.dataset.replace("-", "_"), section.get(args.dataset, {})))
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        settings[key] = load_yaml(value)
+        section = load_settings_file(args.config, "featurize")
+        chosen = section.get(args.dataset, section.get(args.dataset.replace("-", "_"), {}))
+        if not isinstance(chosen, dict):
+            raise SettingsError(f"{args.config}: `featurize.{args.dataset}` must be a mapping of settings")
+        settings = dict(chosen or {})
+    settings.update(_set_options(args.set))
     summary = featurize(args.dataset, args.raw, args.out, settings)
     counted = f"{summary['chains']} chains in {summary['structures']} structures" if "chains" in summary else f"{summary['molecules']} molecules"
     print(f"{args.out}: {counted}, {summary['failures']} recorded failures (source {summary['source']})")
@@ -265,7 +310,7 @@ def _add_model_commands(sub) -> None:
     t.add_argument("--treatment", choices=TREATMENTS)
     t.add_argument("--model", help="network name (egnn, e3nn, backbone-transformer)")
     t.add_argument("--steps", type=_positive_int)
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=_count)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one setting (YAML value); repeatable")
     t.set_defaults(func=_run_train)
 
@@ -276,8 +321,8 @@ def _add_model_commands(sub) -> None:
     s.add_argument("--out", required=True)
     s.add_argument("--sampler", choices=("ode", "sde"), default="ode")
     s.add_argument("--steps", type=_positive_int, help="integration steps (default: 50 molecules, 400 backbones)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--noise-scale", type=float, help="SDE noise scale (default: 1.0 molecules, 0.45 backbones): the scale of "
+    s.add_argument("--seed", type=_count, default=0)
+    s.add_argument("--noise-scale", type=_non_negative_float, help="SDE noise scale (default: 1.0 molecules, 0.45 backbones): the scale of "
                    "eta_t = scale * alpha_hat_t^2 (--sde-schedule eta), or Proteina's gamma scaling the noise only (proteina)")
     s.add_argument("--sde-schedule", choices=("eta", "proteina"),
                    help="eta (default for molecules): temperature-1 SDE; proteina (default for backbones): Proteina's "
@@ -289,11 +334,13 @@ def _add_model_commands(sub) -> None:
     s.add_argument("--precision", choices=("fp32", "bf16"), help="bf16: autocast around the network only (default fp32)")
     s.add_argument("--multiplier", type=_positive_int, help="molecules: samples per reference conformer (ET-Flow: 2)")
     s.add_argument("--max-molecules", type=_positive_int, help="molecules: the first N test molecules only")
-    s.add_argument("--lengths", type=lambda v: [int(x) for x in v.split(",")], help="backbones: comma-separated chain lengths "
+    s.add_argument("--lengths", type=_lengths, help="backbones: comma-separated chain lengths "
                    "(default: the reference test split's lengths)")
     s.add_argument("--per-length", type=_positive_int, help="backbones: chains per length (default 1)")
     s.add_argument("--max-chains", type=_positive_int, help="backbones: the first N reference test chains only")
-    s.add_argument("--pdb-dir", help="backbones: where to write PDB files (default: next to --out)")
+    s.add_argument("--pdb-dir", help="backbones: the folder of PDB files (default: next to --out); replaced on every run, "
+                   "so it may hold nothing else")
+    s.add_argument("--store", help="the store to sample for (default: the one the run was trained on, as model.pt records it)")
     s.add_argument("--all-molecules", action="store_true", default=None,
                    help="sample every molecule (or chain) of the store, training ones included, instead of the run's "
                    "test split; needed for a run trained without a split; recorded in the samples and the metrics")
@@ -304,13 +351,13 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--samples", required=True)
     e.add_argument("--reference", required=True)
     e.add_argument("--out", required=True, help="metrics JSON")
-    e.add_argument("--threshold", type=float, help="coverage threshold in Å (default: the paper's, 0.5 QM9-type, 0.75 "
+    e.add_argument("--threshold", type=_positive_float, help="coverage threshold in Å (default: the paper's, 0.5 QM9-type, 0.75 "
                    "DRUGS-type; required for any other dataset)")
     e.add_argument("--workers", type=_positive_int, default=2)
-    e.add_argument("--timeout", type=float, default=120.0, help="seconds per molecule")
-    e.add_argument("--designability", type=int, default=0, metavar="N",
+    e.add_argument("--timeout", type=_positive_float, default=120.0, help="seconds per molecule")
+    e.add_argument("--designability", type=_count, default=0, metavar="N",
                    help="backbones: ProteinMPNN + ESMFold self-consistency on the first N samples (needs QDIFF_PROTEINMPNN and esm-fold)")
-    e.add_argument("--plausibility", type=int, default=2, metavar="N",
+    e.add_argument("--plausibility", type=_count, default=2, metavar="N",
                    help="PoseBusters + stereochemistry checks on the first N conformers of each molecule (0: off)")
     e.set_defaults(func=_run_evaluate)
 
@@ -323,7 +370,7 @@ def _add_model_commands(sub) -> None:
     k.add_argument("--mmff", action="store_true", help="minimize each conformer with MMFF94")
     k.add_argument("--multiplier", type=_positive_int, default=2, help="conformers per reference conformer (ET-Flow: 2)")
     k.add_argument("--max-molecules", type=_positive_int, help="the first N molecules of the split part (as `qdiff sample`)")
-    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--seed", type=_count, default=0)
     k.add_argument("--timeout", type=_positive_int, default=60, help="seconds per molecule for the embedding")
     k.set_defaults(func=_run_etkdg)
 
@@ -335,16 +382,27 @@ def _add_model_commands(sub) -> None:
     r.set_defaults(func=_run_report)
 
 
-def _settings_from(args: argparse.Namespace, section: str) -> dict:
+def _set_options(items: list[str]) -> dict:
+    """`--set KEY=VALUE` options (values read as YAML); a malformed one names itself."""
+    import yaml
+
     settings = {}
-    if getattr(args, "config", None):
-        loaded = load_yaml(open(args.config)) or {}
-        settings = dict(loaded.get(section, loaded) if isinstance(loaded, dict) else {})
-    for item in args.set:
+    for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        settings[key] = load_yaml(value)
+        if not sep or not key.strip():
+            raise SettingsError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            settings[key.strip()] = load_yaml(value)
+        except yaml.YAMLError as err:
+            raise SettingsError(f"--set {item}: the value is not valid YAML ({' '.join(str(err).split())})") from None
+    return settings
+
+
+def _settings_from(args: argparse.Namespace, section: str) -> dict:
+    from .settings import load_settings_file
+
+    settings = load_settings_file(args.config, section) if getattr(args, "config", None) else {}
+    settings.update(_set_options(args.set))
     return settings
 
 
@@ -371,7 +429,7 @@ def _run_sample(args: argparse.Namespace) -> int:
                      sde_schedule=args.sde_schedule, align_to_xt=args.align_to_xt, device=args.device, multiplier=args.multiplier,
                      max_molecules=args.max_molecules, lengths=args.lengths, per_length=args.per_length,
                      max_chains=args.max_chains, pdb_dir=args.pdb_dir, compile=args.compile,
-                     precision=args.precision, all_molecules=args.all_molecules)
+                     precision=args.precision, all_molecules=args.all_molecules, store=args.store)
     count = f"{summary['molecules']} molecules" if summary["kind"] == "molecules" else f"{summary['backbones']} backbones"
     print(f"{args.out}: {count}, {summary['nfe']} NFE per sample, mean path length {summary['mean_path_length']:.3f}")
     return 0
@@ -420,29 +478,61 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+EPILOG = "exit statuses: " + "; ".join(f"{code} {text}" for code, text in EXIT_STATUSES.items()) + (
+    ". --debug (or QDIFF_DEBUG=1) shows the traceback of any error.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="qdiff", description=__doc__)
+    parser = argparse.ArgumentParser(prog="qdiff", description=__doc__, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"qdiff {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error (also QDIFF_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_toy(sub)
     _add_data_commands(sub)
     _add_model_commands(sub)
+    for command in _leaf_parsers(parser):  # `qdiff train ... --debug` works as well as `qdiff --debug train ...`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
+def _leaf_parsers(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield child
+                yield from _leaf_parsers(child)
+
+
+def _debug(args: argparse.Namespace | None) -> bool:
+    import os
+
+    return bool(getattr(args, "debug", False)) or os.environ.get("QDIFF_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Expected failures (errors.classify) print one line `qdiff <command>: error:
+    ...` and return their exit status (errors.EXIT_STATUSES); with --debug or QDIFF_DEBUG=1 the
+    traceback comes first. Anything else is a bug: its traceback, with a note to report it."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .data.download import DownloadError
+    from .errors import classify
 
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, DownloadError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    except Exception as err:
+        known = classify(err)
+        if known is None:
+            err.add_note(f"qdiff {args.command}: unexpected error (a bug in qdiff); please report it with this traceback")
+            raise
+        status, message = known
+        if _debug(args):
+            import traceback
+
+            traceback.print_exc()
         print(f"qdiff {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return status
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from .data.chem import mol_from_arrays
 from .data.molecule_store import SAMPLES_SCHEMA, MoleculeStore
 from .eval.chirality import stereo_correct, stereo_summary
 from .eval.conformers import THRESHOLDS, aggregate, coverage_amr, coverage_curve, molecules_from_positions, rmsd_matrix
+from .errors import InputFileError, SettingsError
 from .eval.plausibility import plausibility
 from .progress import progress_bar
 
@@ -58,6 +59,13 @@ def _plausibility_summary(checks: list[dict]) -> dict:
             "plausibility_errors": [c["error"] for c in checks if "error" in c]}
 
 
+def _read_key(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 class PartialResults:
     """Per-molecule results of an interrupted evaluation: `<out>.partial/<k>.npz` (RMSD matrix and
     plausibility JSON), valid only for the fingerprint recorded in `key.json`."""
@@ -65,7 +73,7 @@ class PartialResults:
     def __init__(self, out: str | Path, fingerprint: dict):
         self.dir = Path(str(out) + ".partial")
         key = self.dir / "key.json"
-        if self.dir.is_dir() and (not key.is_file() or json.loads(key.read_text()) != fingerprint):
+        if self.dir.is_dir() and _read_key(key) != fingerprint:  # other inputs, or a damaged key: start over
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(key, json.dumps(fingerprint, sort_keys=True))
@@ -74,8 +82,16 @@ class PartialResults:
         path = self.dir / f"{k}.npz"
         if not path.is_file():
             return None
-        with np.load(path) as data:
-            return data["rmsd"], json.loads(str(data["checks"])), json.loads(str(data["stereo"]))
+        try:
+            with np.load(path) as data:
+                return data["rmsd"], json.loads(str(data["checks"])), json.loads(str(data["stereo"]))
+        except Exception as err:  # a damaged partial result (e.g. a killed write on a full disk): recompute it
+            import sys
+
+            print(f"warning: {path}: corrupt partial result ({type(err).__name__}: {err}); deleted, computing it again",
+                  file=sys.stderr)
+            path.unlink(missing_ok=True)
+            return None
 
     def put(self, k: int, matrix: np.ndarray, checks: dict, stereo: dict) -> None:
         tmp = self.dir / f"{k}.tmp.npz"
@@ -100,15 +116,26 @@ def coverage_threshold(dataset: str, threshold: float | None) -> tuple[float, st
 def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, threshold: float | None = None,
              workers: int = 2, timeout_s: float = 120.0, max_matches: int = 10_000, plausibility_per_molecule: int = 2,
              progress: bool = True) -> dict:
+    if threshold is not None and not threshold > 0:
+        raise SettingsError(f"threshold {threshold}: the coverage threshold is an RMSD in Å, must be > 0")
+    if not timeout_s > 0:
+        raise SettingsError(f"timeout {timeout_s}: seconds per molecule, must be > 0")
+    if workers < 1 or plausibility_per_molecule < 0:
+        raise SettingsError(f"workers {workers} (>= 1), plausibility {plausibility_per_molecule} (>= 0)")
     with MoleculeStore(samples, schema=SAMPLES_SCHEMA) as s, MoleculeStore(reference) as r:
         dataset = r.attrs["dataset"]
         threshold, threshold_source = coverage_threshold(dataset, threshold)
         source = s.h5["molecules/source_row"][()]
+        n_ref = len(r)
+        if len(source) and (source.min() < 0 or source.max() >= n_ref):
+            raise InputFileError(f"{samples}: its samples refer to rows up to {int(source.max())}, but {reference} has {n_ref} "
+                                 "molecules; pass the reference store the samples were drawn from")
         jobs, ids = [], []
         for k, row in enumerate(source):
             ref, gen = r.molecule(int(row)), s.molecule(k)
             if not np.array_equal(ref["atoms"]["z"], gen["atoms"]["z"]):
-                raise ValueError(f"{samples}: sample {k} ({gen['id']}) does not match reference row {row}")
+                raise InputFileError(f"{samples}: sample {k} ({gen['id']}) does not match reference row {row} of {reference}; "
+                                     "pass the reference store the samples were drawn from")
             ids.append(ref["id"])
             jobs.append((ref, gen, max_matches, plausibility_per_molecule))
         settings = json.loads(s.attrs.get("settings", "{}"))

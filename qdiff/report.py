@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path, atomic_write_text
+from .errors import EmptyResultError, InputFileError
 
 KEYS = ("cov_r_mean", "amr_r_mean", "cov_p_mean", "amr_p_mean", "cov_r_median", "amr_r_median", "cov_p_median", "amr_p_median")
 FIGURES = {  # file -> caption
@@ -37,11 +38,37 @@ STAND_INS = {"demo-drugs": "RDKit ETKDG/MMFF ensembles, a stand-in for GEOM-DRUG
 def load_metrics(paths: list[str | Path]) -> list[dict]:
     out = []
     for p in paths:
+        if not Path(p).is_file():
+            raise InputFileError(f"{p}: no such metrics file" + (" (a folder)" if Path(p).is_dir() else "") + "; run `qdiff evaluate` first")
         try:
-            out.append({**json.loads(Path(p).read_text()), "_path": str(p)})
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{p}: not a metrics file of `qdiff evaluate` ({err})") from err
+            data = json.loads(Path(p).read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputFileError(f"{p}: not a metrics file of `qdiff evaluate` (not JSON: {err}); "
+                                 "delete it and re-run `qdiff evaluate`") from err
+        if not isinstance(data, dict):
+            raise InputFileError(f"{p}: not a metrics file of `qdiff evaluate` (a JSON {type(data).__name__}, not an object)")
+        out.append({**data, "_path": str(p)})
     return out
+
+
+def check_distinct(documents: list[dict]) -> None:
+    """EmptyResultError when the same metrics enter twice: one file given twice (or two identical
+    copies), or two files of the same run (dataset, treatment, sampler, seed, steps) that would
+    count as two seeds."""
+    seen: dict[tuple, str] = {}
+    for d in documents:
+        p = Path(d["_path"])
+        content = json.dumps({k: v for k, v in d.items() if k != "_path"}, sort_keys=True, default=str)
+        keys = [("file", str(p.resolve())), ("content", content)]
+        if d.get("dataset") is not None:
+            keys.append(("run", d.get("dataset"), d.get("kind", "molecules"), d.get("treatment"), d.get("sampler"), d.get("seed"),
+                         d.get("steps"), d.get("nfe_per_sample")))
+        for key in keys:
+            if key in seen:
+                why = {"file": "the same file twice", "content": "identical metrics", "run": "the same run (dataset, treatment, sampler, seed, steps)"}[key[0]]
+                raise EmptyResultError(f"{seen[key]} and {p}: {why}; each run's metrics may enter a report once "
+                                       "(they would count as two seeds)")
+            seen[key] = str(p)
 
 
 def published() -> dict:
@@ -76,7 +103,7 @@ def rows_from(documents: list[dict], convention: str = "zero") -> list[dict]:
                            stereo_molecules=data.get("stereo", {}).get("molecules_with_stereo"),
                            stereo_of=data.get("stereo", {}).get("molecules"))
         except (KeyError, TypeError) as err:
-            raise ValueError(f"{p}: not a metrics file of `qdiff evaluate` (missing {err})") from err
+            raise InputFileError(f"{p}: not a metrics file of `qdiff evaluate` (missing {err})") from err
         rows.append(row)
     return rows
 
@@ -253,9 +280,10 @@ def write_report(paths: list[str | Path], out_dir: str | Path, convention: str =
 
     out = Path(out_dir)
     documents = load_metrics(paths)
+    if not documents:
+        raise EmptyResultError("no metrics files given")
+    check_distinct(documents)
     rows = rows_from(documents, convention)
-    if not rows:
-        raise ValueError("no metrics files given")
     summary = summarize(rows)
     buf = io.StringIO()
     fields = list(dict.fromkeys(key for entry in summary for key in entry))
@@ -276,6 +304,8 @@ def write_report(paths: list[str | Path], out_dir: str | Path, convention: str =
     report_plots.loss_curves(runs, out / "loss_curves.png")
     report_plots.rg_vs_length(documents, out / "rg_vs_length.png")
     report_plots.example_structures(_examples(documents), out / "examples.png")
-    report_plots.nfe_sweep(documents + load_metrics(list(sweep)), out / "nfe_sweep.png")
+    swept = load_metrics(list(sweep))
+    check_distinct(swept)
+    report_plots.nfe_sweep(documents + swept, out / "nfe_sweep.png")
     atomic_write_text(out / "report.html", _html_page(markdown))
     return summary

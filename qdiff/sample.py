@@ -29,6 +29,9 @@ temperature for γ < 1).
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -59,20 +62,34 @@ from .eval.chirality import chiral_centres, parity_switch, resolve_parity_switch
 from .geometry import kabsch_align
 from .models import compile_network, model_from_spec
 from .progress import progress_bar
-from .tasks import task_for
-from .train import network_autocast, resolve_device
+from .tasks import check_pairing, task_for
+from .errors import CorruptArtifactError, EmptyResultError, InputFileError, SettingsError, is_out_of_memory
+from .train import network_autocast, read_artifact, resolve_device
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     """(EMA model in eval mode on `device`, training config, store path) of a finished run."""
     path = Path(run_dir) / "model.pt"
+    if not Path(run_dir).is_dir():
+        raise InputFileError(f"{run_dir}: no such run folder; pass the --out folder of `qdiff train`")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no finished model; run (or resume) `qdiff train` first")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    config = json.loads(state["config"])
-    model = model_from_spec(config["model"])
-    model.load_state_dict(state["ema"])
-    return model.to(device).eval(), config, Path(state["store"])
+        raise InputFileError(f"{path}: no finished model; run (or resume) `qdiff train` first")
+    remedy = f"delete {path} and re-run the same `qdiff train` command (it resumes from the last checkpoint and rewrites it)"
+    state = read_artifact(path, "model file", remedy, ("ema", "config", "store"))
+    try:
+        config = json.loads(state["config"])
+        model = model_from_spec(config["model"])
+        model.load_state_dict(state["ema"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        if is_out_of_memory(err):
+            raise
+        raise CorruptArtifactError(path, "model file", err, remedy) from err
+    store = Path(state["store"])
+    if not store.is_absolute() and not store.exists():
+        # runs from before stores were recorded resolved: the path as typed, relative to where train ran
+        raise InputFileError(f"{path}: records its store as the relative path {store}, not found from {Path.cwd()}; "
+                             "run `qdiff sample` from the folder where the run was trained, or pass --store")
+    return model.to(device).eval(), config, store
 
 
 class NetworkCall:
@@ -199,6 +216,8 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
     gen = torch.Generator().manual_seed(seed)
     dataset, molecules = reference_dataset(task, store, config, seed, all_molecules)
     rows = dataset.rows[:max_molecules] if max_molecules else dataset.rows
+    if len(rows) == 0:
+        raise EmptyResultError(f"{store}: no molecules to sample for ({molecules} is empty); choose another split or re-featurize")
     scale = config.get("coord_scale", 1.0)
     nfe, path_lengths = 0, []
     with MoleculeStore(store) as ref:
@@ -297,10 +316,12 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
         chains = ("all rows of the store (training rows included: --all-molecules)" if all_molecules
                   else f"split {config['split']}: test")
     jobs = [job for job in jobs for _ in range(per_length)]
+    if not jobs:
+        raise EmptyResultError(f"{store}: no chains to sample for ({chains} is empty); pass --lengths or choose another split")
     gen = torch.Generator().manual_seed(seed)
     scale = config.get("coord_scale", 1.0)
     pdb_dir = Path(pdb_dir) if pdb_dir else Path(out).with_suffix("")
-    pdb_dir.mkdir(parents=True, exist_ok=True)
+    pdb_tmp = _fresh_pdb_folder(pdb_dir)
     sc = bool(getattr(model, "self_conditioning", False))
     settings = _settings(run_dir, config, sampler=sampler, steps=steps, seed=seed, per_length=per_length, precision=precision,
                          noise_scale=noise_scale, sde_schedule=sde_schedule, align_to_xt=align_to_xt, lengths_from=chains,
@@ -308,53 +329,87 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
     with ProteinStore(store) as ref:
         dataset_name = ref.attrs["dataset"]
     nfe, path_lengths, source_rows, pdb_skipped = 0, [], [], {}
-    with ProteinStoreWriter(out, dataset=dataset_name, source=f"qdiff sample of {Path(run_dir).name}",
-                            settings=settings, schema=PROTEIN_SAMPLES_SCHEMA) as writer:
-        order = sorted(range(len(jobs)), key=lambda i: jobs[i][0])  # similar lengths share a batch
-        for start in progress_bar(range(0, len(order), batch_size), desc="sample", unit="batch", enabled=progress):
-            chunk = order[start : start + batch_size]
-            L = max(jobs[i][0] for i in chunk)
-            mask = torch.zeros(len(chunk), L, dtype=torch.bool, device=device)
-            for b, i in enumerate(chunk):
-                mask[b, : jobs[i][0]] = True
-            call = NetworkCall(lambda x, t, s: net(x, t, mask, s), config["parameterization"], sc, align_to_xt, precision)
-            x0 = gaussian_prior((len(chunk), L, 3), mask, generator=gen, device=device)
-            result = _run_sampler(call, config, x0, mask, sampler=sampler, steps=steps, noise_scale=noise_scale, generator=gen,
-                                  sde_schedule=sde_schedule)
-            nfe += result.nfe * len(chunk)
-            path_lengths += result.path_length.tolist()
-            xs = (result.x / scale).cpu().numpy().astype(np.float32)
-            for b, i in enumerate(chunk):
-                n, source_row = jobs[i]
-                name = f"sample{i:05d}_L{n}"
-                atom_pos = np.zeros((n, 37, 3), np.float32)
-                atom_pos[:, CA] = xs[b, :n]
-                atom_mask = np.zeros((n, 37), bool)
-                atom_mask[:, CA] = True
-                chain = ChainRecord(id=f"{name}_A", entity="1", aatype=np.full(n, 20, np.uint8), resnum=np.arange(1, n + 1, dtype=np.int32),
-                                    icode=np.full(n, b" ", "S1"), atom_pos=atom_pos, atom_mask=atom_mask,
-                                    b_factor=np.zeros((n, 37), np.float16), break_before=np.zeros(n, bool))
-                writer.add(StructureRecord(name, "generated", float("nan"), "", "", "", "", [chain]), source_row=source_row)
-                source_rows.append(source_row)
-                try:
-                    write_ca_pdb(xs[b, :n], pdb_dir / f"{name}.pdb")
-                except ValueError as err:  # e.g. a diverged sample: kept in the store, skipped as PDB, recorded
-                    pdb_skipped[name] = str(err)
-        summary = {"backbones": len(jobs), "nfe": nfe // max(len(jobs), 1), "pdb_dir": str(pdb_dir),
-                   "mean_path_length": float(np.mean(path_lengths)) if path_lengths else float("nan"),
-                   "pdb_skipped": pdb_skipped}
-        writer.attrs["pdb_skipped"] = json.dumps(pdb_skipped)
-        writer.attrs["nfe_per_sample"] = summary["nfe"]
-        writer.attrs["mean_path_length"] = summary["mean_path_length"]
-        writer.attrs["reference_store"] = str(store)
+    try:
+        with ProteinStoreWriter(out, dataset=dataset_name, source=f"qdiff sample of {Path(run_dir).name}",
+                                settings=settings, schema=PROTEIN_SAMPLES_SCHEMA) as writer:
+            order = sorted(range(len(jobs)), key=lambda i: jobs[i][0])  # similar lengths share a batch
+            for start in progress_bar(range(0, len(order), batch_size), desc="sample", unit="batch", enabled=progress):
+                chunk = order[start : start + batch_size]
+                L = max(jobs[i][0] for i in chunk)
+                mask = torch.zeros(len(chunk), L, dtype=torch.bool, device=device)
+                for b, i in enumerate(chunk):
+                    mask[b, : jobs[i][0]] = True
+                call = NetworkCall(lambda x, t, s: net(x, t, mask, s), config["parameterization"], sc, align_to_xt, precision)
+                x0 = gaussian_prior((len(chunk), L, 3), mask, generator=gen, device=device)
+                result = _run_sampler(call, config, x0, mask, sampler=sampler, steps=steps, noise_scale=noise_scale, generator=gen,
+                                      sde_schedule=sde_schedule)
+                nfe += result.nfe * len(chunk)
+                path_lengths += result.path_length.tolist()
+                xs = (result.x / scale).cpu().numpy().astype(np.float32)
+                for b, i in enumerate(chunk):
+                    n, source_row = jobs[i]
+                    name = f"sample{i:05d}_L{n}"
+                    atom_pos = np.zeros((n, 37, 3), np.float32)
+                    atom_pos[:, CA] = xs[b, :n]
+                    atom_mask = np.zeros((n, 37), bool)
+                    atom_mask[:, CA] = True
+                    chain = ChainRecord(id=f"{name}_A", entity="1", aatype=np.full(n, 20, np.uint8), resnum=np.arange(1, n + 1, dtype=np.int32),
+                                        icode=np.full(n, b" ", "S1"), atom_pos=atom_pos, atom_mask=atom_mask,
+                                        b_factor=np.zeros((n, 37), np.float16), break_before=np.zeros(n, bool))
+                    writer.add(StructureRecord(name, "generated", float("nan"), "", "", "", "", [chain]), source_row=source_row)
+                    source_rows.append(source_row)
+                    try:
+                        write_ca_pdb(xs[b, :n], pdb_tmp / f"{name}.pdb")
+                    except ValueError as err:  # e.g. a diverged sample: kept in the store, skipped as PDB, recorded
+                        pdb_skipped[name] = str(err)
+            summary = {"backbones": len(jobs), "nfe": nfe // max(len(jobs), 1), "pdb_dir": str(pdb_dir),
+                       "mean_path_length": float(np.mean(path_lengths)) if path_lengths else float("nan"),
+                       "pdb_skipped": pdb_skipped}
+            writer.attrs["pdb_skipped"] = json.dumps(pdb_skipped)
+            _replace_pdb_folder(pdb_tmp, pdb_dir)  # before the store is committed: a store means its PDB folder is complete
+            writer.attrs["nfe_per_sample"] = summary["nfe"]
+            writer.attrs["mean_path_length"] = summary["mean_path_length"]
+            writer.attrs["reference_store"] = str(store)
+    except BaseException:
+        shutil.rmtree(pdb_tmp, ignore_errors=True)  # nothing half-written left behind
+        raise
     return summary
+
+
+_PDB_NAME = re.compile(r"sample\d+_L\d+\.pdb")
+
+
+def _fresh_pdb_folder(pdb_dir: Path) -> Path:
+    """An empty `<pdb_dir>.tmp` to write into (a killed run's leftovers removed). `pdb_dir` itself
+    may hold only sample PDB files of an earlier run (replaced at the end), nothing else."""
+    if pdb_dir.exists():
+        if not pdb_dir.is_dir():
+            raise SettingsError(f"--pdb-dir {pdb_dir}: a file, not a folder")
+        other = sorted(p.name for p in pdb_dir.iterdir() if not _PDB_NAME.fullmatch(p.name))
+        if other:
+            raise SettingsError(f"--pdb-dir {pdb_dir}: holds other files ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); "
+                                "sampling replaces the folder, so choose a new or empty one")
+    tmp = pdb_dir.with_name(pdb_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _replace_pdb_folder(tmp: Path, pdb_dir: Path) -> None:
+    """`tmp` becomes `pdb_dir`; the PDB files of an earlier run there go (no stale files beside new ones)."""
+    if pdb_dir.exists():
+        shutil.rmtree(pdb_dir)
+    os.replace(tmp, pdb_dir)
 
 
 def sample(run_dir, out, **options) -> dict:
     """Dispatch on the run's store: molecules -> sample_molecules, proteins -> sample_backbones.
     Options that do not apply to the run's kind are ignored when None."""
     _, config, trained_on = load_run(run_dir)
-    kind = task_for(options.get("store") or trained_on, config["prior"], config["max_length"]).kind
+    store = options.get("store") or trained_on
+    task = task_for(store, config["prior"], config["max_length"])
+    check_pairing(config["model"], task, store, config["prior"])
+    kind = task.kind
     keep = {
         "molecules": {"sampler", "steps", "seed", "multiplier", "max_molecules", "noise_scale", "sde_schedule", "store", "batch_samples",
                       "align_to_xt", "device", "sdf", "compile", "precision", "all_molecules", "progress"},

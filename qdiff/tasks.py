@@ -81,10 +81,32 @@ class BackboneTask:
         return model(x, t, batch["mask"], self_cond)
 
 
+# The kind of store each network takes (qdiff.models.MODELS).
+MODEL_KINDS = {"egnn": "molecules", "e3nn": "molecules", "backbone-transformer": "backbones"}
+
+
+def check_pairing(model: dict, task, store, prior: str = "gaussian") -> None:
+    """InputFileError when the network (or prior) cannot take the store's kind: an EGNN on a protein
+    store, a backbone transformer on molecules, a harmonic (bond-graph) prior on backbones."""
+    from .errors import InputFileError
+
+    name = model.get("name")
+    kind = MODEL_KINDS.get(name)
+    if kind is not None and kind != task.kind:
+        fits = sorted(n for n, k in MODEL_KINDS.items() if k == task.kind)
+        raise InputFileError(f"{store}: a store of {task.kind}, but model {name!r} is a network for {kind}; "
+                             f"use a {kind} store or a {task.kind} model ({', '.join(fits)})")
+    if prior == "harmonic" and task.kind != "molecules":
+        raise InputFileError(f"{store}: a store of {task.kind}; prior 'harmonic' needs molecules (their bond graph); use prior: gaussian")
+
+
 def task_for(store, prior: str = "gaussian", max_length: int | None = 256, conformer: str = "uniform"):
     schema = store_schema(store)
     if schema == "qdiff.molecules":
         return MoleculeTask(prior, conformer)
     if schema == "qdiff.proteins":
         return BackboneTask(prior, max_length)
-    raise ValueError(f"{store}: cannot train on a store of schema {schema!r}")
+    from .errors import InputFileError
+
+    raise InputFileError(f"{store}: a store of schema {schema!r}; training and sampling take a molecule or protein store "
+                         "(`qdiff featurize`)")

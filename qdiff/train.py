@@ -24,12 +24,14 @@ import torch
 
 from .atomic import atomic_path, atomic_write_text
 from .data.dataset import CONFORMER_CHOICES
+from .errors import CorruptArtifactError, InputFileError, is_out_of_memory
 from .diffusion import check_treatment, interpolant_from_spec, treatment_loss
 from .eval.chirality import resolve_parity_switch
 from .geometry import apply_rotation, center, random_rotation
 from .models import compile_network, count_parameters, model_from_spec
 from .progress import progress_bar
-from .tasks import task_for
+from .settings import check as check_settings
+from .tasks import check_pairing, task_for
 
 DEFAULTS = {
     "model": {"name": "egnn"},
@@ -113,6 +115,7 @@ def resolve_config(overrides: dict) -> dict:
         else:
             config[key] = value
     check_treatment(config["treatment"])
+    check_settings(config, "train")  # types, ranges, allowed values (qdiff/schemas/train.schema.yaml)
     config["parity_switch"] = resolve_parity_switch(config["model"], config["parity_switch"])
     if config["precision"] not in PRECISIONS:
         raise ValueError(f"precision {config['precision']!r}: choose one of {PRECISIONS}")
@@ -129,6 +132,55 @@ def resolve_config(overrides: dict) -> dict:
     if not float(config["denoiser_weight_floor"]) > 0:
         raise ValueError(f"denoiser_weight_floor {config['denoiser_weight_floor']!r}: must be > 0")
     return config
+
+
+PREVIOUS = "previous.pt"  # the checkpoint before last.pt
+CHECKPOINT_KEYS = ("model", "ema", "optimizer", "scheduler", "step", "epoch", "position", "order", "rng", "rank_rng",
+                   "grad_history", "best_val", "config")
+
+
+def read_artifact(path: Path, what: str, remedy: str, keys: tuple[str, ...], device="cpu") -> dict:
+    """torch.load(path) of a file qdiff wrote, with `keys` checked; a truncated or garbage file is a
+    CorruptArtifactError naming it and the way out (`remedy`), not a torch traceback."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as err:  # zip/pickle/EOF errors of a damaged file
+        if is_out_of_memory(err):
+            raise
+        raise CorruptArtifactError(path, what, err, remedy) from err
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+        raise CorruptArtifactError(path, what, f"not a qdiff {what}: missing {missing}", remedy)
+    return state
+
+
+def read_checkpoint(path: Path, device="cpu") -> dict:
+    return read_artifact(path, "training checkpoint", f"delete {path} (training then resumes from an earlier checkpoint "
+                         "or starts over) or use a new run folder", CHECKPOINT_KEYS, device)
+
+
+def latest_checkpoint(folder: Path, device="cpu") -> tuple[Path, dict] | None:
+    """(path, state) of the newest readable checkpoint: last.pt, else the previous one kept beside
+    it (a warning says so); None for a fresh run. A damaged last.pt without a good previous one is
+    a CorruptArtifactError."""
+    import sys
+
+    last, previous = folder / "last.pt", folder / PREVIOUS
+    if not last.is_file():
+        return (previous, read_checkpoint(previous, device)) if previous.is_file() else None
+    try:
+        return last, read_checkpoint(last, device)
+    except CorruptArtifactError as err:
+        if not previous.is_file():
+            raise
+        try:
+            state = read_checkpoint(previous, device)
+        except CorruptArtifactError:
+            raise err from None
+        print(f"warning: {err}; resuming from the previous checkpoint {previous} (step {state['step']})", file=sys.stderr)
+        return previous, state
 
 
 def sample_times(distribution: str, n: int, t_min: float, generator: torch.Generator) -> torch.Tensor:
@@ -246,8 +298,13 @@ class Trainer:
         self.rank, self.world = _distributed(self.device)
         torch.manual_seed(c["seed"])
         self.task = task_for(self.store, c["prior"], c["max_length"], conformer=c["conformer"])
+        check_pairing(c["model"], self.task, self.store, c["prior"])
         self.dataset = self.task.dataset(self.store, c["split"], "train", c["seed"])
         self.val_dataset = self.task.dataset(self.store, c["split"], "val", c["seed"]) if c["split"] else None
+        if len(self.dataset) == 0:
+            raise InputFileError(f"{self.store}: no training {self.task.kind} "
+                                 + (f"in split {c['split']!r} (its train part is empty)" if c["split"] else "(an empty store)")
+                                 + "; re-run `qdiff featurize` or choose another split")
         self.model = model_from_spec(c["model"]).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.self_conditioning = bool(getattr(self.model, "self_conditioning", False))
@@ -289,8 +346,9 @@ class Trainer:
         return {"epoch": epoch, "position": position, "order": torch.from_numpy(order.copy()),
                 "rng": {"torch": self.gen.get_state(), "order": order_rng}}
 
-    def load(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=True)
+    def load(self, path: Path, state: dict | None = None) -> None:
+        if state is None:
+            state = read_checkpoint(path, self.device)
         saved = json.loads(state["config"])
         saved = {**LATER_DEFAULTS, **saved}
         old, new = (science_settings({k: v for k, v in c.items() if k not in SAMPLING_KEYS}) for c in (saved, self.config))
@@ -334,8 +392,11 @@ class Trainer:
         """Every rank takes part (the RNG states are gathered); rank 0 writes."""
         state = self.state()
         if self.rank == 0:
-            with atomic_path(self.run_dir / "checkpoints" / name) as tmp:
+            path = self.run_dir / "checkpoints" / name
+            with atomic_path(path) as tmp:
                 torch.save(state, tmp)
+                if name == "last.pt" and path.is_file():  # keep the previous good one (a fallback if last.pt is damaged)
+                    os.replace(path, path.with_name(PREVIOUS))
 
     # ------------------------------------------------------------------ one step
     def _prefetch(self, pool: ThreadPoolExecutor) -> Future:
@@ -488,8 +549,9 @@ class Trainer:
         last = self.run_dir / "checkpoints" / "last.pt"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         lead = self.rank == 0
-        if last.is_file():
-            self.load(last)
+        resume = latest_checkpoint(last.parent, self.device)
+        if resume is not None:
+            self.load(*resume)
         elif lead:
             atomic_write_text(self.run_dir / "config.json", json.dumps(c, indent=2, sort_keys=True) + "\n")
         if lead:
@@ -550,7 +612,8 @@ class Trainer:
             self.save()
             if lead:
                 with atomic_path(self.run_dir / "model.pt") as tmp:
-                    torch.save({"ema": self.ema.state_dict(), "config": json.dumps(c), "store": str(self.store), "step": self.step}, tmp)
+                    torch.save({"ema": self.ema.state_dict(), "config": json.dumps(c), "store": str(self.store.resolve()),
+                                "step": self.step}, tmp)
             if self.world > 1:
                 import torch.distributed as dist
 

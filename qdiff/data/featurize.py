@@ -17,6 +17,8 @@ from .manifest import source_files
 from .molecule_store import MoleculeStoreWriter
 from .sources import qm9 as qm9_source
 from .splits import random_split
+from ..errors import EmptyResultError, InputFileError
+from ..settings import check_section as check_settings
 
 DEFAULTS = {
     "demo-qm9": {"n_molecules": 2000, "seed": 0, "split": [0.8, 0.1, 0.1]},
@@ -30,7 +32,21 @@ _PROTEIN = {"pdb", "demo-backbones"}
 
 
 def featurize(dataset: str, raw: str | Path | None, out: str | Path, settings: dict | None = None, progress: bool = True) -> dict:
-    """Build the store for `dataset` from the raw folder; returns a summary dict."""
+    """Build the store for `dataset` from the raw folder; returns a summary dict. A store with no
+    molecules (or chains) is an EmptyResultError naming the source, and no store is left behind."""
+    check_settings(settings or {}, "featurize", dataset)
+    summary = _featurize(dataset, raw, out, settings, progress)
+    count = summary.get("chains", summary.get("molecules"))
+    if not count:
+        Path(out).unlink(missing_ok=True)
+        what = "chains" if "chains" in summary else "molecules"
+        raise EmptyResultError(f"featurize {dataset}: 0 {what} from {raw or 'the default source'} ({summary.get('failures', 0)} "
+                               "failed); no store written. "
+                               "Check the raw files (re-run `qdiff fetch`) and the settings")
+    return summary
+
+
+def _featurize(dataset, raw, out, settings, progress) -> dict:
     RDLogger.DisableLog("rdApp.*")
     if dataset in _PROTEIN:
         from .featurize_proteins import BACKBONE_DEFAULTS, PDB_DEFAULTS, featurize_demo_backbones, featurize_pdb
@@ -106,10 +122,10 @@ def _qm9_entries(raw: Path, progress: bool):
                         tar.extract(member, tmp, filter="data")
         except (tarfile.TarError, EOFError, OSError) as err:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise ValueError(f"{raw / 'gdb9.tar.gz'}: corrupt archive ({err})") from err
+            raise InputFileError(f"{raw / 'gdb9.tar.gz'}: corrupt archive ({err}); delete it and re-run `qdiff fetch qm9 --source deepchem`") from err
         if not (tmp / "gdb9.sdf").is_file() or not (tmp / "gdb9.sdf.csv").is_file():
             shutil.rmtree(tmp, ignore_errors=True)
-            raise ValueError(f"{raw / 'gdb9.tar.gz'}: gdb9.sdf or gdb9.sdf.csv missing from the archive")
+            raise InputFileError(f"{raw / 'gdb9.tar.gz'}: gdb9.sdf or gdb9.sdf.csv missing from the archive")
 
         def entries():
             try:
@@ -161,8 +177,18 @@ def featurize_qm9(raw: Path, out: Path, settings: dict, progress: bool = True) -
             writer.add(record)
         for mol, reason in failures:
             writer.add_failure(mol, reason)
-        if len(included) == qm9_source.N_GDB9 - qm9_source.N_UNCHARACTERIZED:
+        expected = qm9_source.N_GDB9 - qm9_source.N_UNCHARACTERIZED
+        warning = None
+        if len(included) == expected:
             writer.add_split("edm", qm9_source.edm_split(included), method="EDM/Cormorant: np.random.seed(0) permutation of the 130,831 characterized molecules; 100000/17748/13083", seed=0)
+        else:  # a partial archive: a store of what is there, marked as such, without the EDM split
+            warning = (f"partial QM9: {len(included)} of the {expected} characterized molecules in the raw files, so no "
+                       "`edm` split was written; re-fetch the archive (`qdiff fetch qm9`) for the full set")
+            writer.attrs["warning"] = warning
+    if warning:
+        import sys
+
+        print(f"qdiff featurize: warning: {warning} (recorded in the store's `warning` attribute)", file=sys.stderr)
     return {"molecules": len(records), "failures": len(failures), "source": source}
 
 

@@ -72,8 +72,16 @@ def featurize_pdb(raw: Path, out: Path, settings: dict, progress: bool = True) -
     snapshot_path = raw / SNAPSHOT_NAME
     if not snapshot_path.is_file():
         raise FileNotFoundError(f"{snapshot_path}: missing; run `qdiff fetch pdb --ids ... --dest {raw}` first")
-    snapshot = json.loads(snapshot_path.read_text())
-    entries = snapshot["entries"]
+    try:
+        snapshot = json.loads(snapshot_path.read_text())
+        entries = snapshot["entries"]
+        if not isinstance(entries, dict):
+            raise TypeError("`entries` is not a mapping")
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        from ..errors import InputFileError
+
+        raise InputFileError(f"{snapshot_path}: not a snapshot of `qdiff fetch pdb` ({type(err).__name__}: {err}); "
+                             f"re-run `qdiff fetch pdb --dest {raw}`") from err
     ok_ids = [pid for pid in sorted(entries) if "error" not in entries[pid]]
     jobs = [(raw / "entries" / f"{pid}.cif.gz", pid, s["model"], entries[pid]["sha256"]) for pid in ok_ids]
     workers = int(s["workers"] or min(os.cpu_count() or 1, 8))

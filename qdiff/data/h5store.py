@@ -11,13 +11,16 @@ from typing import Iterable
 import h5py
 import numpy as np
 
+from ..errors import InputFileError
+
 SPLIT_PARTS = ("train", "val", "test")
 STR_DTYPE = h5py.string_dtype(encoding="utf-8")
 _COPY_ROWS = 1 << 20
 
 
-class StoreError(ValueError):
-    """A store that is missing, of another schema or version, or internally inconsistent."""
+class StoreError(InputFileError):
+    """A store that is missing, of another schema or version, or internally inconsistent (a
+    ValueError, as before; exit status 3 at the command line)."""
 
 
 def id_list_sha256(ids: Iterable[str]) -> str:
@@ -153,7 +156,7 @@ class H5Store:
     def __init__(self, path: str | Path, schema: str | None = None):
         self.path = Path(path)
         if not self.path.is_file():
-            raise StoreError(f"{self.path}: no such store")
+            raise StoreError(f"{self.path}: no such store" + (" (a folder, not a .h5 file)" if self.path.exists() else ""))
         try:
             self.h5 = h5py.File(self.path, "r")
         except OSError as err:

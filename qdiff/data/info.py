@@ -15,6 +15,8 @@ def store_schema(path: str | Path) -> str:
 
     from .h5store import StoreError
 
+    if not Path(path).is_file():
+        raise StoreError(f"{path}: no such store" + ("" if not Path(path).exists() else " (a folder, not a .h5 file)"))
     try:
         with h5py.File(path, "r") as h5:
             return str(h5.attrs.get("schema", ""))

@@ -13,6 +13,9 @@ COLUMNS = ["target", "treatment", "form", "sampler", "curvature", "seed", "n_sam
            "value", "expected", "stderr", "z", "path_length", "nfe"]
 
 
+from ..errors import InputFileError
+
+
 def load_results(paths: list[str | Path]) -> list[dict]:
     """Read result files; a file that is not a toy result raises ValueError naming it."""
     results = []
@@ -20,10 +23,10 @@ def load_results(paths: list[str | Path]) -> list[dict]:
         try:
             data = json.loads(Path(p).read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{p}: not a readable toy result ({err})") from err
-        missing = {"target", "treatment", "sampler", "metrics", "config"} - set(data)
+            raise InputFileError(f"{p}: not a readable toy result ({err}); re-run `qdiff toy --out {p}`") from err
+        missing = {"target", "treatment", "sampler", "metrics", "config"} - set(data if isinstance(data, dict) else {})
         if missing:
-            raise ValueError(f"{p}: not a toy result (missing {sorted(missing)})")
+            raise InputFileError(f"{p}: not a toy result (missing {sorted(missing)}); re-run `qdiff toy --out {p}`")
         results.append(data)
     return results
 

@@ -93,5 +93,8 @@ def generate_backbones(n: int, seed: int, min_length: int = 32, max_length: int 
                 out.append((f"synth{len(out):04d}", motif, (x - x.mean(0)).astype(np.float32)))
                 break
         else:
-            raise RuntimeError(f"could not build a clash-free {motif} in {max_tries} tries")
+            from ...errors import SettingsError
+
+            raise SettingsError(f"could not build a clash-free {motif} of length {min_length}-{max_length} in {max_tries} tries; "
+                                "widen min_length/max_length (the defaults are 32-128)")
     return out

@@ -13,6 +13,7 @@ import numpy as np
 
 from ... import __version__
 from ...atomic import atomic_write_text
+from ...errors import SettingsError
 from ...progress import progress_bar
 from ..download import DownloadError, digest, fetch_file
 from ..manifest import RemoteFile
@@ -87,6 +88,13 @@ def fetch_pdb(
     ids = normalize_ids(ids)
     if not ids:
         raise ValueError("no PDB IDs given")
+    if snapshot is not None:
+        try:
+            if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", str(snapshot)):
+                raise ValueError(snapshot)
+            date.fromisoformat(snapshot)
+        except ValueError:
+            raise SettingsError(f"snapshot {snapshot!r}: must be a date YYYY-MM-DD") from None
     snapshot = snapshot or date.today().isoformat()
 
     def one(pid: str) -> tuple[str, dict]:
@@ -102,6 +110,10 @@ def fetch_pdb(
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = dict(progress_bar(pool.map(one, ids), total=len(ids), desc="pdb", unit="entry", enabled=progress))
+    if all("error" in r for r in results.values()):  # nothing fetched: an error, not an empty snapshot
+        shown = "; ".join(f"{pid}: {results[pid]['error']}" for pid in ids[:3])
+        raise DownloadError(f"every one of the {len(ids)} PDB entries failed ({shown}{'; ...' if len(ids) > 3 else ''}); "
+                            f"no {SNAPSHOT_NAME} written. Check the IDs, --base-url and the network")
     manifest = {"snapshot_date": snapshot, "base_url": base_url, "qdiff_version": __version__,
                 "entries": {pid: results[pid] for pid in ids}}
     if clusters_url:

@@ -99,7 +99,9 @@ def iter_xyz_tarball(path: str | Path) -> Iterator[tuple[str, str | None, str | 
                 except UnicodeDecodeError as err:
                     yield member.name, None, f"not UTF-8 text ({err})"
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise ValueError(f"{path}: corrupt or truncated archive ({err})") from err
+        from ...errors import InputFileError
+
+        raise InputFileError(f"{path}: corrupt or truncated archive ({err}); delete it and re-run `qdiff fetch qm9`") from err
 
 
 def read_uncharacterized(path: str | Path) -> set[int]:
