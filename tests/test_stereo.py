@@ -126,11 +126,144 @@ def test_the_dataset_carries_the_feature_and_old_checkpoints_load(tmp_path):
     assert batch["stereo"].shape == batch["z"].shape and batch["stereo"].dtype == torch.int8
 
     torch.manual_seed(0)
-    model = E3Conformer(scalars=8, vectors=4, layers=1, cutoff=5.0, symmetry="so3").eval()
+    model = E3Conformer(scalars=8, vectors=4, layers=1, cutoff=5.0, symmetry="o3").eval()
     old = {k: v for k, v in model.state_dict().items() if "stereo" not in k}  # a checkpoint from before the feature
-    fresh = E3Conformer(scalars=8, vectors=4, layers=1, cutoff=5.0, symmetry="so3").eval()
+    fresh = E3Conformer(scalars=8, vectors=4, layers=1, cutoff=5.0, symmetry="o3").eval()
     fresh.load_state_dict(old)  # strict
     t = torch.full((3,), 0.5)
     without = {k: v for k, v in batch.items() if k != "stereo"}
     with torch.no_grad():
         np.testing.assert_allclose(fresh(batch, batch["pos"], t).numpy(), model(without, batch["pos"], t).numpy(), atol=1e-6)
+
+
+def frames_batch(mols, positions=None):
+    """A padded batch (stereo signs and frames from the store arrays) of RDKit molecules, at their
+    own conformers or at `positions` (one [n, 3] array per molecule)."""
+    import torch
+
+    from qdiff.data.dataset import collate_molecules
+    from qdiff.data.stereo import stereo_frames
+
+    items = []
+    for k, mol in enumerate(mols):
+        x = mol.GetConformer().GetPositions() if positions is None else positions[k]
+        record = record_from_mol(Chem.Mol(mol), "m", np.asarray(x)[None])
+        signs, frames = stereo_frames(record.atoms, record.bond_index, record.bonds["order"])
+        atoms = {k: torch.as_tensor(np.asarray(record.atoms[k])) for k in ("z", "formal_charge", "aromatic", "hybridization", "in_ring")}
+        items.append({**atoms, "stereo": torch.from_numpy(signs), "stereo_frame": torch.from_numpy(frames),
+                      "pos": torch.as_tensor(x, dtype=torch.float64), "bond_index": torch.as_tensor(record.bond_index, dtype=torch.int64),
+                      "bond_order": torch.as_tensor(record.bonds["order"]), "row": torch.tensor(k), "conformer": torch.tensor(k)})
+    return collate_molecules(items)
+
+
+def cip_labels(mol, x) -> list:
+    """RDKit's CIP labels perceived from the coordinates x (independent of qdiff's volumes)."""
+    m = Chem.Mol(mol)
+    conf = m.GetConformer()
+    for i, p in enumerate(np.asarray(x, dtype=float)):
+        conf.SetAtomPosition(i, p.tolist())
+    Chem.AssignStereochemistryFrom3D(m)
+    return Chem.FindMolChiralCenters(m)
+
+
+@pytest.mark.parametrize("smiles", MANY_CENTRES)
+def test_the_chirality_agreement_is_positive_exactly_when_rdkit_sees_the_reference_labels(smiles):
+    """chi > 0 at every centre of conformers with the reference CIP labels and < 0 at every centre of
+    their mirror images (RDKit decides which is which); invariant to rotations and translations,
+    odd under reflections; the directions g rotate with the molecule, and are unchanged by the
+    reflection x -> -x (pseudovectors); moving along g raises chi (a finite difference)."""
+    import torch
+    from scipy.spatial.transform import Rotation
+
+    from qdiff.models.embeddings import chirality_features
+
+    mol = embedded_mol(smiles)
+    x = mol.GetConformer().GetPositions()
+    mirror = x * np.array([1.0, -1.0, 1.0])
+    reference = cip_labels(mol, x)
+    assert reference and all(a[1] != b[1] for a, b in zip(reference, cip_labels(mol, mirror)))
+    batch = frames_batch([mol])
+    centres = batch["stereo"][0] != 0
+    assert int(centres.sum()) == len(reference)
+    pos = torch.as_tensor(x)[None]
+    chi, g = chirality_features(batch, pos)
+    assert (chi[0][centres] > 0.3).all() and (chi[0][~centres] == 0).all()
+    chi_m, g_m = chirality_features(batch, torch.as_tensor(mirror)[None])
+    assert (chi_m[0][centres] < -0.3).all()
+    R = torch.as_tensor(Rotation.random(random_state=1).as_matrix())
+    chi_r, g_r = chirality_features(batch, pos @ R.T + torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64))
+    torch.testing.assert_close(chi_r, chi)
+    torch.testing.assert_close(g_r, g @ R.T)
+    chi_i, g_i = chirality_features(batch, -pos)  # inversion: a reflection times a rotation by pi
+    torch.testing.assert_close(chi_i, -chi)
+    torch.testing.assert_close(g_i, g)
+    chi_step, _ = chirality_features(batch, pos + 1e-4 * g)
+    assert ((chi_step - chi)[0][centres] > 0).all()
+    torch.testing.assert_close(g.sum(1), torch.zeros(1, 3, dtype=torch.float64))  # no net force
+
+
+def test_the_chirality_agreement_does_not_depend_on_atom_or_bond_order():
+    import torch
+
+    from qdiff.models.embeddings import chirality_features
+
+    mol = embedded_mol("C[C@H](O)[C@@H](N)C(=O)O")
+    rng = np.random.default_rng(3)
+    chi, g = chirality_features(frames_batch([mol]), torch.as_tensor(mol.GetConformer().GetPositions())[None])
+    for _ in range(4):
+        new, positions, perm = relabelled(mol, rng)
+        chi_p, g_p = chirality_features(frames_batch([new], [positions]), torch.as_tensor(positions)[None])
+        torch.testing.assert_close(chi_p[0], chi[0][perm])
+        torch.testing.assert_close(g_p[0], g[0][perm])
+
+
+def test_degenerate_centres_give_finite_zero_features():
+    """Coplanar neighbours give chi = 0; a neighbour on top of its centre gives finite values;
+    a batch without frames (older callers) gives zeros."""
+    import torch
+
+    from qdiff.models.embeddings import chirality_features
+
+    mol = embedded_mol("[C@@H](F)(Cl)Br")
+    x = mol.GetConformer().GetPositions()
+    batch = frames_batch([mol])
+    centre = int(batch["stereo"][0].nonzero()[0, 0])
+    flat = x.copy()
+    flat[:, 2] = 0.0  # every atom in one plane
+    chi, g = chirality_features(batch, torch.as_tensor(flat)[None])
+    assert abs(float(chi[0, centre])) < 1e-12
+    collapsed = x.copy()
+    collapsed[int(batch["stereo_frame"][0, centre, 0])] = x[centre]
+    chi, g = chirality_features(batch, torch.as_tensor(collapsed)[None])
+    assert torch.isfinite(chi).all() and torch.isfinite(g).all()
+    bare = {k: v for k, v in batch.items() if k != "stereo_frame"}
+    chi, g = chirality_features(bare, torch.as_tensor(x)[None])
+    assert not chi.any() and not g.any()
+
+
+def test_an_so3_network_reading_the_frames_stays_rotation_and_permutation_equivariant():
+    """With real stereo centres in the batch: f(Rx + s) = R f(x) exactly, relabelling the atoms
+    permutes the output, and the two labels of one centre give different outputs (the network
+    reads the label)."""
+    import torch
+    from scipy.spatial.transform import Rotation
+
+    from qdiff.models.equivariant import E3Conformer
+
+    torch.manual_seed(0)
+    model = E3Conformer(scalars=8, vectors=4, layers=2, cutoff=5.0, symmetry="so3").double().eval()
+    with torch.no_grad():
+        model.chirality.weight.normal_()  # a trained-like chirality weight (it starts at zero)
+    mol = embedded_mol("C[C@H](O)[C@@H](N)C(=O)O")
+    batch = frames_batch([mol])
+    x, t = batch["pos"].double(), torch.tensor([0.4], dtype=torch.float64)
+    with torch.no_grad():
+        out = model(batch, x, t)
+        R = torch.as_tensor(Rotation.random(random_state=2).as_matrix())
+        torch.testing.assert_close(model(batch, x @ R.T + 3.0, t), out @ R.T)
+        new, positions, perm = relabelled(mol, np.random.default_rng(5))
+        moved = frames_batch([new], [positions])  # signs and frames perceived afresh in the new order
+        moved["hybridization"] = batch["hybridization"][:, perm]  # RDKit re-perceives O hybridization differently
+        torch.testing.assert_close(model(moved, moved["pos"].double(), t)[0], out[0][perm])
+        other = dict(batch, stereo=-batch["stereo"])  # the other label at one geometry
+        assert (model(other, x, t) - out).abs().max() > 1e-3
