@@ -345,3 +345,35 @@ def test_study_schema_rejects_unknown_and_bad_train_settings_before_any_job(tmp_
         assert out.returncode != 0 and needle in out.stdout + out.stderr, needle
     # the paper study's settings (e3nn, backbone transformer, PDB featurize) pass the same declarations
     assert snakemake("-n", "--config", "study=paper", cwd=work, check=False).returncode == 0
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="the read-only case runs in the table for non-root users")
+def test_a_folder_an_unprivileged_user_cannot_write_is_an_os_error(tmp_path_factory):
+    """CI runs as root, which ignores permissions: drop to user 65534 (nobody) with setpriv and
+    write under a root-owned folder. One line naming the folder, the OS status, no traceback, and
+    nothing left behind."""
+    import shutil
+    import tempfile
+
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is needed to run this check as an unprivileged user")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": "/tmp", "MPLCONFIGDIR": "/tmp"}
+    probe = subprocess.run([*NOBODY, sys.executable, "-c", "import qdiff.cli"], env=env, capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"user 65534 cannot read this checkout or interpreter: {probe.stderr.strip()[-200:]}")
+    base = Path(tempfile.mkdtemp(prefix="qdiff-locked-"))
+    try:
+        base.chmod(0o755)  # root's, readable by everyone, writable by root only
+        out = base / "sub" / "bb.h5"
+        result = subprocess.run([*NOBODY, sys.executable, "-m", "qdiff", "featurize", "demo-backbones", "--set", "n_backbones=4",
+                                 "--out", str(out)], env=env, capture_output=True, text=True, cwd="/tmp", timeout=300)
+        assert result.returncode == errors.EXIT_IO, (result.returncode, result.stderr[-2000:])
+        lines = [line for line in result.stderr.splitlines() if "error" in line]
+        assert len(lines) == 1 and str(base) in lines[0] and "ermission" in lines[0], result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+        assert list(base.iterdir()) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
