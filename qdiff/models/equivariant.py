@@ -23,7 +23,13 @@ Symmetry (`symmetry`):
   1 x 1 -> 1 path (the cross product of a vector feature with Y1(r)), whose output does not
   change sign under x -> -x while the other vector paths do: reflections no longer commute and
   the network can tell enantiomers apart (ET-Flow(SO(3)), its `so3_equivariant` flag, which
-  likewise adds cross-product terms: etflow/networks/torchmd_net/model_dynamics.py)."""
+  likewise adds cross-product terms: etflow/networks/torchmd_net/model_dynamics.py).
+  It also reads the stereo centres directly (embeddings.chirality_features): each labelled
+  centre's agreement chi = s det[u_a, u_b, u_c] with its label enters the scalars, and the
+  pseudovectors g that raise chi (cross products of the unit vectors to its rank-ordered
+  neighbours) enter as one extra l = 1 input channel. Both are rotation-invariant/-equivariant and
+  odd under reflections, so the network can tell which centres have the wrong handedness and in
+  which direction to move them without first composing a triple product from its own layers."""
 from __future__ import annotations
 
 import contextlib
