@@ -58,6 +58,8 @@ rule featurize_offline:
         dataset="demo-qm9|demo-drugs|demo-backbones",
     conda:
         "../../envs/qdiff.yaml"
+    # long jobs first, so the short ones (toy, evaluation) fill the cores at the end
+    priority: 20
     threads: 2
     resources:
         runtime=30,

@@ -17,6 +17,8 @@ rule train_model:
     retries: 1
     conda:
         "../../envs/qdiff.yaml"
+    # long jobs first, so the short ones (toy, evaluation) fill the cores at the end
+    priority: 10
     threads: 1
     resources:
         runtime=train_resource("runtime", 60),
