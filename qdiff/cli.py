@@ -334,6 +334,11 @@ def _add_model_commands(sub) -> None:
     r.add_argument("--sweep", nargs="*", default=[], help="metrics of the same runs at other NFE (for the NFE figure)")
     r.set_defaults(func=_run_report)
 
+    h = sub.add_parser("headline", help="where the report is and one line of headline numbers per dataset (end of `make demo`)")
+    h.add_argument("--report", default="results/report", help="folder written by `qdiff report`")
+    h.add_argument("--toy", default="results/toy", help="folder written by `qdiff toy-summary`")
+    h.set_defaults(func=_run_headline)
+
 
 def _settings_from(args: argparse.Namespace, section: str) -> dict:
     settings = {}
@@ -417,6 +422,14 @@ def _run_report(args: argparse.Namespace) -> int:
 
     summary = write_report(args.metrics, args.out, args.convention, args.sweep)
     print(f"{args.out}: {len(summary)} rows (summary.csv, summary.md, summary.json, metrics.png, report.html)")
+    return 0
+
+
+def _run_headline(args: argparse.Namespace) -> int:
+    from .headline import headline
+
+    lines = headline(args.report, args.toy)
+    print("\n".join(lines) if lines else f"no report in {args.report} and no toy summary in {args.toy} yet")
     return 0
 
 
