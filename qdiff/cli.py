@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .diffusion import CURVATURE_SIGNS, PARAMETERIZATIONS, TREATMENTS
+from .choices import CURVATURE_SIGNS, PARAMETERIZATIONS, TREATMENTS
 
 # YAML 1.2 floats: PyYAML follows YAML 1.1, where `1e-05` (no dot) is a string, not a number; the
 # workflow passes settings as JSON (json.dumps(1e-05) == "1e-05"), and users write `lr: 1e-5`.
@@ -34,7 +34,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_toy(sub) -> None:
-    from .toy import SAMPLERS, SDE_SCHEDULES, TARGETS
+    from .choices import SDE_SCHEDULES, TOY_SAMPLERS as SAMPLERS, TOY_TARGETS as TARGETS
 
     p = sub.add_parser(
         "toy",
@@ -256,7 +256,7 @@ def _run_data_diff(args: argparse.Namespace) -> int:
 
 
 def _add_model_commands(sub) -> None:
-    from .diffusion import TREATMENTS
+    from .choices import TREATMENTS
 
     t = sub.add_parser("train", help="train (or resume) a model on a store; re-running resumes")
     t.add_argument("--store", required=True)

@@ -59,7 +59,7 @@ rule featurize_offline:
     conda:
         "../../envs/qdiff.yaml"
     # long jobs first, so the short ones (toy, evaluation) fill the cores at the end
-    priority: 20
+    priority: 50
     threads: 2
     resources:
         runtime=30,
