@@ -60,7 +60,8 @@ rule featurize_offline:
         "../../envs/qdiff.yaml"
     # long jobs first, so the short ones (toy, evaluation) fill the cores at the end
     priority: 50
-    threads: 2
+    # demo-drugs embeds with RDKit on every core; the other two featurize in one process
+    threads: lambda wildcards: 2 if wildcards.dataset == "demo-drugs" else 1
     resources:
         runtime=30,
         mem_mb=3000,
