@@ -56,10 +56,10 @@ rule featurize_offline:
         "logs/benchmarks/data/{dataset}.featurize.tsv"
     wildcard_constraints:
         dataset="demo-qm9|demo-drugs|demo-backbones",
-    conda:
-        "../../envs/qdiff.yaml"
     # long jobs first, so the short ones (toy, evaluation) fill the cores at the end
     priority: 50
+    conda:
+        "../../envs/qdiff.yaml"
     # demo-drugs embeds with RDKit on every core; the other two featurize in one process
     threads: lambda wildcards: 2 if wildcards.dataset == "demo-drugs" else 1
     resources:

@@ -14,11 +14,11 @@ rule train_model:
         "logs/benchmarks/runs/{dataset}/{treatment}/seed{seed}/train.tsv"
     wildcard_constraints:
         seed=r"\d+",
+    # long jobs first, so the short ones (toy, evaluation) fill the cores at the end
+    priority: 10
     retries: 1
     conda:
         "../../envs/qdiff.yaml"
-    # long jobs first, so the short ones (toy, evaluation) fill the cores at the end
-    priority: 10
     threads: 1
     resources:
         runtime=train_resource("runtime", 60),
