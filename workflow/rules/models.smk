@@ -86,6 +86,8 @@ rule sample_sweep:
         temp("results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/samples.h5"),
     log:
         "logs/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/sample.log",
+    benchmark:
+        "logs/benchmarks/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/sample.tsv"
     wildcard_constraints:
         seed=r"\d+",
         steps=r"\d+",
