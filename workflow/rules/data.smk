@@ -60,8 +60,10 @@ rule featurize_offline:
     priority: 50
     conda:
         "../../envs/qdiff.yaml"
-    # demo-drugs embeds with RDKit on every core; the other two featurize in one process
-    threads: lambda wildcards: 2 if wildcards.dataset == "demo-drugs" else 1
+    # One core declared: a 2-core job here waited until nothing else was left (Snakemake fills a
+    # freed core with a 1-core job), putting demo-drugs and its four trainings at the end of the
+    # run. demo-drugs' RDKit embedding still uses both cores while the other two featurize.
+    threads: 1
     resources:
         runtime=30,
         mem_mb=3000,

@@ -69,7 +69,7 @@ rule evaluate_model:
         "logs/benchmarks/runs/{dataset}/{treatment}/seed{seed}/evaluate.tsv"
     conda:
         "../../envs/qdiff.yaml"
-    threads: 2
+    threads: train_resource("eval_threads", 2)
     resources:
         runtime=30,
         mem_mb=4000,
