@@ -34,6 +34,7 @@ prefix=()
 
 make_args=()
 if [ -n "${QDIFF_VENV:-}" ]; then
+  QDIFF_VENV=$(cd "$QDIFF_VENV" && pwd)
   # -o: treat the venv's qdiff as up to date (the clone's pyproject.toml is newer), never reinstall into it
   make_args=("VENV=$QDIFF_VENV" -o "$QDIFF_VENV/bin/qdiff")
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -73,6 +74,10 @@ done
 if [ -n "${seconds[demo]:-}" ]; then
   echo "demo jobs: $(grep -c '^Finished jobid' demo.log || true); its last lines:"
   tail -n 6 demo.log | sed 's/^/  /'
+fi
+if [ -n "${seconds[demo]:-}" ] && [ -d logs/benchmarks ]; then
+  echo "where the demo's time went (Snakemake benchmark files):"
+  "${QDIFF_VENV:-.venv}/bin/python" benchmarks/demo_time_breakdown.py logs/benchmarks | sed 's/^/  /'
 fi
 if [ -n "${seconds[test]:-}" ]; then
   echo "tests: $(grep -E '[0-9]+ (passed|failed)' test.log | tail -1)"
