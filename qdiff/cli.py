@@ -293,6 +293,8 @@ def _add_model_commands(sub) -> None:
                    "(default: the reference test split's lengths)")
     s.add_argument("--per-length", type=_positive_int, help="backbones: chains per length (default 1)")
     s.add_argument("--max-chains", type=_positive_int, help="backbones: the first N reference test chains only")
+    s.add_argument("--batch-size", type=_positive_int,
+                   help="backbones: chains per batch (default 64); chains are sorted by length, so smaller batches pad less")
     s.add_argument("--pdb-dir", help="backbones: where to write PDB files (default: next to --out)")
     s.add_argument("--all-molecules", action="store_true", default=None,
                    help="sample every molecule (or chain) of the store, training ones included, instead of the run's "
@@ -375,7 +377,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     summary = sample(args.run, args.out, sampler=args.sampler, steps=args.steps, seed=args.seed, noise_scale=args.noise_scale,
                      sde_schedule=args.sde_schedule, align_to_xt=args.align_to_xt, device=args.device, multiplier=args.multiplier,
                      max_molecules=args.max_molecules, lengths=args.lengths, per_length=args.per_length,
-                     max_chains=args.max_chains, pdb_dir=args.pdb_dir, compile=args.compile,
+                     max_chains=args.max_chains, batch_size=args.batch_size, pdb_dir=args.pdb_dir, compile=args.compile,
                      precision=args.precision, all_molecules=args.all_molecules)
     count = f"{summary['molecules']} molecules" if summary["kind"] == "molecules" else f"{summary['backbones']} backbones"
     print(f"{args.out}: {count}, {summary['nfe']} NFE per sample, mean path length {summary['mean_path_length']:.3f}")
