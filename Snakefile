@@ -46,3 +46,8 @@ rule all:
         toy_summary_outputs(),
         data_outputs(),
         report_outputs(),
+
+
+# A first run explains itself: where the report is and one line of headline numbers per dataset.
+onsuccess:
+    shell("qdiff headline --report results/report --toy results/toy || true")

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .diffusion import CURVATURE_SIGNS, PARAMETERIZATIONS, TREATMENTS
+from .choices import CURVATURE_SIGNS, PARAMETERIZATIONS, TREATMENTS
 from .errors import EXIT_STATUSES, SettingsError
 
 from .settings import load_yaml  # noqa: F401 (qdiff.cli.load_yaml: the settings reader's YAML)
@@ -81,7 +81,7 @@ def _lengths(text: str) -> list[int]:
 
 
 def _add_toy(sub) -> None:
-    from .toy import SAMPLERS, SDE_SCHEDULES, TARGETS
+    from .choices import SDE_SCHEDULES, TOY_SAMPLERS as SAMPLERS, TOY_TARGETS as TARGETS
 
     p = sub.add_parser(
         "toy",
@@ -301,7 +301,7 @@ def _run_data_diff(args: argparse.Namespace) -> int:
 
 
 def _add_model_commands(sub) -> None:
-    from .diffusion import TREATMENTS
+    from .choices import TREATMENTS
 
     t = sub.add_parser("train", help="train (or resume) a model on a store; re-running resumes")
     t.add_argument("--store", required=True)
@@ -338,6 +338,8 @@ def _add_model_commands(sub) -> None:
                    "(default: the reference test split's lengths)")
     s.add_argument("--per-length", type=_positive_int, help="backbones: chains per length (default 1)")
     s.add_argument("--max-chains", type=_positive_int, help="backbones: the first N reference test chains only")
+    s.add_argument("--batch-size", type=_positive_int,
+                   help="backbones: chains per batch (default 64); chains are sorted by length, so smaller batches pad less")
     s.add_argument("--pdb-dir", help="backbones: the folder of PDB files (default: next to --out); replaced on every run, "
                    "so it may hold nothing else")
     s.add_argument("--store", help="the store to sample for (default: the one the run was trained on, as model.pt records it)")
@@ -380,6 +382,11 @@ def _add_model_commands(sub) -> None:
     r.add_argument("--convention", choices=("zero", "skip"), default="zero")
     r.add_argument("--sweep", nargs="*", default=[], help="metrics of the same runs at other NFE (for the NFE figure)")
     r.set_defaults(func=_run_report)
+
+    h = sub.add_parser("headline", help="where the report is and one line of headline numbers per dataset (end of `make demo`)")
+    h.add_argument("--report", default="results/report", help="folder written by `qdiff report`")
+    h.add_argument("--toy", default="results/toy", help="folder written by `qdiff toy-summary`")
+    h.set_defaults(func=_run_headline)
 
 
 def _set_options(items: list[str]) -> dict:
@@ -428,7 +435,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     summary = sample(args.run, args.out, sampler=args.sampler, steps=args.steps, seed=args.seed, noise_scale=args.noise_scale,
                      sde_schedule=args.sde_schedule, align_to_xt=args.align_to_xt, device=args.device, multiplier=args.multiplier,
                      max_molecules=args.max_molecules, lengths=args.lengths, per_length=args.per_length,
-                     max_chains=args.max_chains, pdb_dir=args.pdb_dir, compile=args.compile,
+                     max_chains=args.max_chains, batch_size=args.batch_size, pdb_dir=args.pdb_dir, compile=args.compile,
                      precision=args.precision, all_molecules=args.all_molecules, store=args.store)
     count = f"{summary['molecules']} molecules" if summary["kind"] == "molecules" else f"{summary['backbones']} backbones"
     print(f"{args.out}: {count}, {summary['nfe']} NFE per sample, mean path length {summary['mean_path_length']:.3f}")
@@ -475,6 +482,14 @@ def _run_report(args: argparse.Namespace) -> int:
 
     summary = write_report(args.metrics, args.out, args.convention, args.sweep)
     print(f"{args.out}: {len(summary)} rows (summary.csv, summary.md, summary.json, metrics.png, report.html)")
+    return 0
+
+
+def _run_headline(args: argparse.Namespace) -> int:
+    from .headline import headline
+
+    lines = headline(args.report, args.toy)
+    print("\n".join(lines) if lines else f"no report in {args.report} and no toy summary in {args.toy} yet")
     return 0
 
 

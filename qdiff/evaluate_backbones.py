@@ -11,7 +11,10 @@ Per sample: length, consecutive Cα-Cα distance statistics, clashes (Cα pairs 
 - TM-score (TM-align through `tmtools`): diversity = mean pairwise TM-score among samples (each pair
   normalized by the shorter chain; lower is more diverse), greedy clusters at TM 0.5 per sample, and
   novelty = mean over samples of the highest TM-score to a reference training chain (normalized by the
-  sample's length; lower is more novel).
+  sample's length; lower is more novel). A diverged sample (non-finite coordinates, or Rg above
+  ten times the compact size 2.2 N^0.38 Å for its length) is left out of both: TM-align on such a
+  cloud says nothing and can take minutes per chain (1e3-1e4 Å coordinates). The chains left out and
+  why are recorded (metrics.tm_skipped, tm_skipped_chains); the geometry metrics keep them.
 The reference set is the store's test split (or all chains); novelty uses its training split.
 With `designability > 0`, the first that many samples go through the optional ProteinMPNN + ESMFold
 tier (qdiff.eval.designability); without the tools it is recorded as skipped with the reason.
@@ -26,13 +29,24 @@ import numpy as np
 from .atomic import atomic_write_text
 from .data.protein_store import PROTEIN_SAMPLES_SCHEMA, ProteinStore
 from .data.residues import CA
-from .eval.backbones import (CA_CA, RG_EXPONENT, ca_bond_stats, clash_count, fit_power_law, histogram_jsd, pair_distances,
+from .eval.backbones import (CA_CA, RG_EXPONENT, RG_PREFACTOR, ca_bond_stats, clash_count, fit_power_law, histogram_jsd, pair_distances,
                              radius_of_gyration, secondary_structure)
 from .progress import progress_bar
 
 PAIR_BINS = np.arange(0.0, 61.0, 1.0)
 RG_BINS = np.linspace(0.0, 6.0, 31)
 TM_CLUSTER = 0.5
+DIVERGED_RG_FACTOR = 10.0
+
+
+def diverged(ca: np.ndarray) -> str | None:
+    """Why TM-align is skipped for a sample (non-finite or far beyond any folded size), else None."""
+    if not np.isfinite(ca).all():
+        return "non-finite coordinates"
+    rg, bound = radius_of_gyration(ca), DIVERGED_RG_FACTOR * RG_PREFACTOR * len(ca) ** RG_EXPONENT
+    if rg > bound:
+        return f"diverged: Rg {rg:.0f} Å > {bound:.0f} Å ({DIVERGED_RG_FACTOR:g} x 2.2 N^0.38)"
+    return None
 
 
 def ca_traces(store: ProteinStore, rows) -> list[np.ndarray]:
@@ -142,8 +156,10 @@ def evaluate_backbones(samples: str | Path, reference: str | Path, out: str | Pa
         a, nu = fit_power_law([x["length"] for x in rs], [x["rg"] for x in rs])
         return {"a": a, "nu": nu}
 
+    skipped = {name: why for name, why in ((name, diverged(ca)) for name, ca in zip(names, generated)) if why}
+    alignable = [ca for name, ca in zip(names, generated) if name not in skipped]
     novelty = []
-    for ca in progress_bar(generated, desc="novelty", unit="chain", enabled=progress and bool(training)):
+    for ca in progress_bar(alignable, desc="novelty", unit="chain", enabled=progress and bool(training)):
         novelty.append(max((tm_score(ca, ref)[0] for ref in training), default=float("nan")))
     metrics = {
         "n_samples": len(rows),
@@ -158,9 +174,10 @@ def evaluate_backbones(samples: str | Path, reference: str | Path, out: str | Pa
         "pair_distance_jsd": histogram_jsd(np.concatenate([pair_distances(ca) for ca in generated]),
                                            np.concatenate([pair_distances(ca) for ca in reference_set]) if reference_set else [], PAIR_BINS),
         "rg_jsd": histogram_jsd(rgs / lengths**RG_EXPONENT, [x["rg"] / x["length"] ** RG_EXPONENT for x in ref_rows], RG_BINS),
-        "tm_diversity": tm_diversity(generated, max_pairs, rng),
+        "tm_diversity": tm_diversity(alignable, max_pairs, rng),
         "novelty_max_tm_mean": float(np.nanmean(novelty)) if novelty and training else float("nan"),
         "novelty_reference_chains": len(training),
+        "tm_skipped": len(skipped),
     }
     result = {
         "kind": "backbones", "dataset": dataset, "samples": str(samples), "reference": str(reference),
@@ -168,7 +185,7 @@ def evaluate_backbones(samples: str | Path, reference: str | Path, out: str | Pa
         "steps": settings.get("steps"), **meta, "ideal_ca_ca": CA_CA, "reference_chains": len(reference_set),
         "reference_split": split if split is not None else "none: every chain (--all-molecules)",
         "all_molecules": bool(settings.get("all_molecules", False)), "lengths_from": settings.get("lengths_from", "not recorded"),
-        "metrics": metrics, "per_sample": rows,
+        "metrics": metrics, "per_sample": rows, "tm_skipped_chains": skipped,
     }
     if designability:
         result["designability"] = designability_tier(generated, names, designability, Path(out).with_suffix(".designability"))

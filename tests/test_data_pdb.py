@@ -16,14 +16,13 @@ from qdiff.data.residues import CA, MODIFIED_PARENT, RESTYPES_3
 from qdiff.data.sources import pdb
 from qdiff.data.sources.backbones import clashes
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pdb"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/pdb is not present")
+PDB_DIR = Path(__file__).resolve().parent / "data" / "pdb"  # real entries, see PROVENANCE.tsv there
 REAL = ["1A8O", "1GBT", "2BEG", "2XHE", "4CUP"]
 SETTINGS = {"min_length": 20, "max_length": 600, "workers": 1}
 
 
 def real(pid):
-    return (SHARED / f"{pid}.cif.gz").read_bytes()
+    return (PDB_DIR / f"{pid}.cif.gz").read_bytes()
 
 
 def edited(pid, old, new):
@@ -43,7 +42,6 @@ def rcsb():
         yield server
 
 
-@needs_shared
 def test_fetch_snapshot_and_cache(tmp_path, rcsb):
     dest = tmp_path / "pdb"
     ids = REAL + ["9ZZZ", "8ABC", "7OBS", "6NOP"]
@@ -82,7 +80,6 @@ def biopython_chains(pid):
     return out
 
 
-@needs_shared
 def test_featurized_chains_match_an_independent_parse(tmp_path, rcsb):
     dest = tmp_path / "pdb"
     rcsb.files["/clusters.txt"] = b"2BEG_1\n1A8O_1 1GBT_1\n2XHE_1 2XHE_2\n"
@@ -121,7 +118,6 @@ def test_featurized_chains_match_an_independent_parse(tmp_path, rcsb):
     assert (tmp_path / "again.h5").read_bytes() == out.read_bytes()
 
 
-@needs_shared
 def test_snapshot_diff_reports_added_removed_revised(tmp_path, rcsb):
     old, new = tmp_path / "old", tmp_path / "new"
     pdb.fetch_pdb(["1A8O", "1GBT"], old, base_url=rcsb.url + "/download", progress=False)
@@ -136,7 +132,6 @@ def test_snapshot_diff_reports_added_removed_revised(tmp_path, rcsb):
     assert info["chains"] == 2 and info["structures"] == 2
 
 
-@needs_shared
 def test_filters_record_their_reasons(tmp_path, rcsb):
     dest = tmp_path / "pdb"
     pdb.fetch_pdb(REAL, dest, base_url=rcsb.url + "/download", progress=False)
@@ -199,7 +194,6 @@ def test_demo_backbones(tmp_path):
     assert batch["pos"].shape[0] == 4 and batch["mask"].shape == batch["pos"].shape[:2]
 
 
-@needs_shared
 def test_cli_fetch_from_downloaded_index_files(tmp_path, rcsb):
     import subprocess
     import sys

@@ -10,7 +10,7 @@ import pytest
 from qdiff.eval import backbones as bb
 from qdiff.eval.conformers import aggregate, coverage_amr, coverage_curve, molecules_from_positions, rmsd_matrix
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pdb"
+PDB_DIR = Path(__file__).resolve().parent / "data" / "pdb"  # real entries, see PROVENANCE.tsv there
 
 
 def test_coverage_amr_by_hand():
@@ -99,7 +99,6 @@ def test_histogram_jsd():
     assert bb.histogram_jsd(x, np.array([100.0]), bins) != bb.histogram_jsd(x, np.array([100.0]), bins)  # NaN
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/pdb is not present")
 def test_ca_secondary_structure_agrees_with_dssp_on_real_chains(tmp_path):
     import mdtraj as md
 
@@ -107,11 +106,11 @@ def test_ca_secondary_structure_agrees_with_dssp_on_real_chains(tmp_path):
     from qdiff.data.sources.mmcif import parse_structure
 
     for pid, expected in (("1A8O", "H"), ("1GBT", "E")):
-        chain = parse_structure((SHARED / f"{pid}.cif.gz").read_bytes(), pid).chains[0]
+        chain = parse_structure((PDB_DIR / f"{pid}.cif.gz").read_bytes(), pid).chains[0]
         ca = chain.atom_pos[chain.atom_mask[:, CA], CA]
         ours = bb.secondary_structure(ca)
         path = tmp_path / f"{pid}.cif"
-        path.write_bytes(gzip.decompress((SHARED / f"{pid}.cif.gz").read_bytes()))
+        path.write_bytes(gzip.decompress((PDB_DIR / f"{pid}.cif.gz").read_bytes()))
         traj = md.load(str(path))
         dssp = md.compute_dssp(traj.atom_slice(traj.topology.select("protein and chainid 0")), simplified=True)[0]
         dssp = "".join(d if d in "HE" else "C" for d in dssp)
@@ -122,7 +121,6 @@ def test_ca_secondary_structure_agrees_with_dssp_on_real_chains(tmp_path):
         assert sum(a == b for a, b in both) >= 0.8 * len(both)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/pdb not present")
 def test_ca_geometry_matches_mdtraj_on_real_chains(tmp_path):
     """Rg and consecutive Cα distances of real chains agree with mdtraj's own computations."""
     import mdtraj as md
@@ -131,10 +129,10 @@ def test_ca_geometry_matches_mdtraj_on_real_chains(tmp_path):
     from qdiff.data.sources.mmcif import parse_structure
 
     for pid in ("1A8O", "1GBT"):
-        chain = parse_structure((SHARED / f"{pid}.cif.gz").read_bytes(), pid).chains[0]
+        chain = parse_structure((PDB_DIR / f"{pid}.cif.gz").read_bytes(), pid).chains[0]
         ca = chain.atom_pos[chain.atom_mask[:, CA], CA].astype(np.float64)
         path = tmp_path / f"{pid}.cif"
-        path.write_bytes(gzip.decompress((SHARED / f"{pid}.cif.gz").read_bytes()))
+        path.write_bytes(gzip.decompress((PDB_DIR / f"{pid}.cif.gz").read_bytes()))
         traj = md.load(str(path))
         sel = traj.topology.select("chainid 0 and name CA and protein")
         ref = traj.atom_slice(sel)

@@ -3,9 +3,30 @@ chirality-aware) for molecules, and a Cα transformer (backbones)."""
 from .backbone_transformer import BackboneTransformer
 from .egnn import EGNN
 from .embeddings import sinusoidal_embedding
-from .equivariant import E3Conformer
 
-MODELS = {"egnn": EGNN, "e3nn": E3Conformer, "backbone-transformer": BackboneTransformer}
+
+def _e3conformer():
+    """e3nn's import costs ~1.5 s per process (it loads torch._dynamo): only the runs that use it pay."""
+    from .equivariant import E3Conformer
+
+    return E3Conformer
+
+
+class _Models(dict):
+    """name -> network class; the e3nn network is imported on first use."""
+
+    def __getitem__(self, name):
+        value = super().__getitem__(name)
+        return value() if value is _e3conformer else value
+
+
+MODELS = _Models({"egnn": EGNN, "e3nn": _e3conformer, "backbone-transformer": BackboneTransformer})
+
+
+def __getattr__(name):  # `from qdiff.models import E3Conformer` keeps working, lazily
+    if name == "E3Conformer":
+        return _e3conformer()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_model(name: str, **kwargs):

@@ -16,7 +16,10 @@ def distance_features(x: Tensor, n: int, max_dist: float = 30.0) -> Tensor:
     d = torch.cdist(x, x)
     centers = torch.linspace(0.0, max_dist, n, device=x.device, dtype=x.dtype)
     width = max_dist / n
-    return torch.exp(-(((d[..., None] - centers) / width) ** 2))
+    z = (d[..., None] - centers) / width
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.exp(-(z * z))
+    return z.square_().neg_().exp_()  # the same values in place: this [B, L, L, n] tensor dominates the step
 
 
 class BiasedBlock(nn.Module):
@@ -62,8 +65,11 @@ class BackboneTransformer(nn.Module):
         s = self.coords(x) + self.cond(cond.to(x.dtype))
         pair = distance_features(x, self.pair_bins, self.max_distance)
         if self.self_conditioning:
-            sc = self_cond if self_cond is not None else torch.zeros_like(x)
-            pair = torch.cat([pair, distance_features(sc, self.pair_bins, self.max_distance) * (self_cond is not None)], dim=-1)
+            if self_cond is None:  # no self-conditioning structure: its features are zero (not computed)
+                sc_pair = torch.zeros_like(pair)
+            else:
+                sc_pair = distance_features(self_cond, self.pair_bins, self.max_distance)
+            pair = torch.cat([pair, sc_pair], dim=-1)
         for block in self.blocks:
             s = block(s, pair, mask)
         return self.head(s) * mask[..., None].to(x.dtype)

@@ -92,6 +92,7 @@ SAMPLE_FLAGS = {
     "multiplier": "--multiplier",
     "per_length": "--per-length",
     "max_chains": "--max-chains",
+    "batch_size": "--batch-size",
     "precision": "--precision",
 }
 

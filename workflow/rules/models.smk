@@ -14,6 +14,8 @@ rule train_model:
         "logs/benchmarks/runs/{dataset}/{treatment}/seed{seed}/train.tsv"
     wildcard_constraints:
         seed=r"\d+",
+    # long jobs first, so the short ones (toy, evaluation) fill the cores at the end
+    priority: 10
     retries: 1
     conda:
         "../../envs/qdiff.yaml"
@@ -67,7 +69,7 @@ rule evaluate_model:
         "logs/benchmarks/runs/{dataset}/{treatment}/seed{seed}/evaluate.tsv"
     conda:
         "../../envs/qdiff.yaml"
-    threads: 2
+    threads: train_resource("eval_threads", 2)
     resources:
         runtime=30,
         mem_mb=4000,
@@ -84,6 +86,8 @@ rule sample_sweep:
         temp("results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/samples.h5"),
     log:
         "logs/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/sample.log",
+    benchmark:
+        "logs/benchmarks/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/sample.tsv"
     wildcard_constraints:
         seed=r"\d+",
         steps=r"\d+",
