@@ -50,9 +50,14 @@ def toy_summary_outputs():
 
 
 def featurize_settings(wildcards):
-    """`--set KEY=VALUE` flags for one dataset's featurize settings in config.yaml."""
+    """`--set KEY=VALUE` flags (values as JSON, which YAML reads) for one dataset's featurize
+    settings in the study (`data.featurize.<dataset>`)."""
+    import json
+
     settings = config["data"].get("featurize", {}).get(wildcards.dataset, {})
-    return " ".join(f"--set {key}={value}" for key, value in sorted(settings.items()))
+    return " ".join(
+        f"--set {key}='{json.dumps(value)}'" for key, value in sorted(settings.items())
+    )
 
 
 def data_outputs():
