@@ -177,8 +177,15 @@ def test_qm9_small_study_dag_resolves_offline():
     text = out.stdout + out.stderr
     study = yaml.safe_load((ROOT / "studies" / "qm9-small.yaml").read_text())["models"]
     runs = len(study["treatments"]) * len(study["seeds"])
-    for rule, count in (("train_model", runs), ("sample_model", runs), ("classical_baseline", 2), ("evaluate_baseline", 2)):
+    # the NFE sweep re-samples only the quotient and conventional runs, at every NFE but the runs' own 50
+    sweep = study["sample"]
+    assert sweep["nfe_sweep"] == [5, 10, 20, 50] and sweep["nfe_sweep_treatments"] == ["conventional", "quotient"]
+    swept = 3 * 2 * len(study["seeds"])
+    for rule, count in (("train_model", runs), ("sample_model", runs), ("classical_baseline", 2), ("evaluate_baseline", 2),
+                        ("sample_sweep", swept), ("evaluate_sweep", swept)):
         assert re.search(rf"^{rule}\s+{count}$", text, re.M), (rule, text[-3000:])
+    assert "results/runs/qm9/quotient/seed0/nfe5/samples.h5" in text and "results/runs/qm9/conventional/seed1/nfe20/samples.h5" in text
+    assert "align-af3/seed0/nfe" not in text and "/nfe50/" not in text
     assert "qdiff fetch qm9 --dest resources/qm9 --source qm9pack" in text or "--source qm9pack" in text, text[-3000:]
     assert "qdiff etkdg --reference results/data/qm9.h5 --out results/baselines/qm9/etkdg-mmff/samples.h5 --split edm --mmff --max-molecules 1000 --multiplier 2" in text
     assert study["sample"]["max_molecules"] == 1000 and study["train"]["split"] == "edm"
