@@ -1,5 +1,6 @@
 """QM9: fetch from a local HTTP server, featurize each raw format, and check the store."""
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -222,6 +223,64 @@ def test_edm_split_sizes_and_determinism():
     assert qm9.edm_split(included[::-1]) == split  # depends on the set, not the input order
     with pytest.raises(ValueError, match="needs the full QM9"):
         qm9.edm_split(included[:1000])
+
+
+def _full_qm9_items(entries):
+    """Raw items for all 130,831 characterized indices (the real molecules, cycled: parsing is what
+    is cheap, RDKit featurizes only the kept ones), plus the index list they stand for."""
+    import dataclasses
+
+    included = np.setdiff1d(np.arange(1, qm9.N_GDB9 + 1), np.arange(5, qm9.N_GDB9, 43)[: qm9.N_UNCHARACTERIZED])
+    items = [dataclasses.replace(entries[i % len(entries)], index=int(index)) for i, index in enumerate(included)]
+    return items, included
+
+
+def test_edm_subset_featurizes_the_first_molecules_of_each_edm_part(tmp_path, entries, monkeypatch):
+    """`edm_subset`: the EDM split is computed on the full index list, then only the first N of
+    each part (EDM order) are featurized; the store's `edm` split is EDM's, restricted to them."""
+    import qdiff.data.featurize as featurize_module
+    from qdiff.errors import EmptyResultError
+
+    items, included = _full_qm9_items(entries)
+    monkeypatch.setattr(featurize_module, "_qm9_entries", lambda raw, progress: ("qm9pack", ["u"], {"f": "0"}, iter(items), set()))
+    featurized = []
+    record_from_entry = qm9.record_from_entry
+    monkeypatch.setattr(qm9, "record_from_entry", lambda e: featurized.append(e.index) or record_from_entry(e))
+    subset = {"train": 6, "val": 3, "test": 4}
+    out = tmp_path / "qm9.h5"
+    summary = featurize("qm9", tmp_path, out, {"edm_subset": subset}, progress=False)
+    edm = qm9.edm_split(included)  # independently, on the full list
+    assert len(featurized) == 13 and summary["molecules"] + summary["failures"] == 13
+    with MoleculeStore(out) as store:
+        ids = store.ids()
+        for part, n in subset.items():
+            assert [ids[r] for r in store.split("edm", part)] == edm[part][:n]  # the first N, in EDM order
+        kept_test = ids[store.split("edm", "test")[0]]
+        assert kept_test in edm["test"] and kept_test not in edm["train"] + edm["val"]
+        attrs = store.split_attrs("edm")
+        assert json.loads(attrs["subset"]) == subset and "EDM order" in attrs["subset_order"] and attrs["seed"] == 0
+        assert json.loads(store.attrs["settings"]) == {"edm_subset": subset}
+    # A part left out is kept whole (here only its count is checked: no featurizing of 100k).
+    counted = []
+    monkeypatch.setattr(featurize_module, "_qm9_records", lambda items, *a: counted.append(len(items)) or ([], []))
+    with pytest.raises(EmptyResultError):
+        featurize("qm9", tmp_path, tmp_path / "b.h5", {"edm_subset": {"train": 1, "val": 1}}, progress=False)
+    assert counted == [1 + 1 + len(edm["test"])]
+
+
+def test_edm_subset_settings_are_checked(tmp_path, entries, monkeypatch):
+    import qdiff.data.featurize as featurize_module
+    from qdiff.errors import InputFileError, SettingsError
+
+    for bad, words in (({"edm_subset": {"tset": 1}}, "edm_subset.tset"), ({"edm_subset": {"test": 0}}, "must be >= 1"),
+                       ({"edm_subset": 8}, "is not an object"), ({"subset": {"test": 1}}, "unknown setting 'subset'")):
+        with pytest.raises(SettingsError, match=words):
+            featurize("qm9", tmp_path, tmp_path / "x.h5", bad, progress=False)
+    # a partial archive has no EDM split to take a subset of: a clear error before any RDKit work
+    monkeypatch.setattr(featurize_module, "_qm9_entries", lambda raw, progress: ("figshare", ["u"], {"f": "0"}, iter(entries), set()))
+    with pytest.raises(InputFileError, match="edm_subset needs the full QM9.*40 of the 130831"):
+        featurize("qm9", tmp_path, tmp_path / "x.h5", {"edm_subset": {"test": 1}}, progress=False)
+    assert not (tmp_path / "x.h5").exists()
 
 
 @pytest.mark.slow

@@ -177,8 +177,97 @@ def test_qm9_small_study_dag_resolves_offline():
     text = out.stdout + out.stderr
     study = yaml.safe_load((ROOT / "studies" / "qm9-small.yaml").read_text())["models"]
     runs = len(study["treatments"]) * len(study["seeds"])
-    for rule, count in (("train_model", runs), ("sample_model", runs), ("classical_baseline", 2), ("evaluate_baseline", 2)):
+    # the NFE sweep re-samples only the quotient and conventional runs, at every NFE but the runs' own 50
+    sweep = study["sample"]
+    assert sweep["nfe_sweep"] == [5, 10, 20, 50] and sweep["nfe_sweep_treatments"] == ["conventional", "quotient"]
+    swept = 3 * 2 * len(study["seeds"])
+    for rule, count in (("train_model", runs), ("sample_model", runs), ("classical_baseline", 2), ("evaluate_baseline", 2),
+                        ("sample_sweep", swept), ("evaluate_sweep", swept)):
         assert re.search(rf"^{rule}\s+{count}$", text, re.M), (rule, text[-3000:])
+    assert "results/runs/qm9/quotient/seed0/nfe5/samples.h5" in text and "results/runs/qm9/conventional/seed1/nfe20/samples.h5" in text
+    assert "align-af3/seed0/nfe" not in text and "/nfe50/" not in text
     assert "qdiff fetch qm9 --dest resources/qm9 --source qm9pack" in text or "--source qm9pack" in text, text[-3000:]
     assert "qdiff etkdg --reference results/data/qm9.h5 --out results/baselines/qm9/etkdg-mmff/samples.h5 --split edm --mmff --max-molecules 1000 --multiplier 2" in text
     assert study["sample"]["max_molecules"] == 1000 and study["train"]["split"] == "edm"
+
+
+def _overlay(base: dict, over: dict) -> dict:
+    """`over` laid over `base`: mappings merged key by key, anything else (lists, the network spec
+    `model`) replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "model":
+            out[key] = _overlay(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.mark.slow
+def test_qm9_small_study_shrunk_runs_end_to_end(tmp_path):
+    """studies/qm9-small.yaml with tests/configs/qm9-small-tiny.yaml laid over it, run by
+    `snakemake --cores 2 --config study=qm9-small`: qm9pack -> a QM9 subset store (edm_subset) ->
+    the SO(3) e3nn under all four treatments -> samples -> evaluation -> the two RDKit rows -> the NFE
+    sweep (conventional, quotient) -> the report."""
+    import time
+
+    study = yaml.safe_load((ROOT / "studies" / "qm9-small.yaml").read_text())
+    tiny = _overlay(study, yaml.safe_load((ROOT / "tests" / "configs" / "qm9-small-tiny.yaml").read_text()))
+    work = copy_workflow(tmp_path / "repo", yaml.safe_load((ROOT / "config.yaml").read_text()))
+    (work / "studies" / "qm9-small.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
+    env = tool_env(PYTHONPATH=str(work), OMP_NUM_THREADS="1")  # the rules' `qdiff` is this tree's
+    start = time.monotonic()
+    out = _snakemake("--cores", "2", "--config", "study=qm9-small", cwd=work, env=env, check=False)
+    wall = time.monotonic() - start
+    print(f"qm9-small (shrunk) end to end: {wall:.0f} s")
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+
+    from qdiff.data.molecule_store import MoleculeStore
+    from qdiff.data.sources import qm9
+
+    # the store's split is EDM's (computed here independently on qm9pack's full index list),
+    # restricted to the first molecules of each part in EDM order
+    import csv
+
+    folder = qm9.qm9pack_data_dir()
+    indices = []
+    for name in qm9.QM9PACK_FILES:
+        with open(folder / name, newline="") as fh:
+            indices += [int(row["Index"]) for row in csv.DictReader(fh)]
+    edm = qm9.edm_split(indices)
+    with MoleculeStore(work / "results" / "data" / "qm9.h5") as store:
+        ids = store.ids()
+        for part, n in (("train", 64), ("val", 16), ("test", 8)):
+            assert [ids[r] for r in store.split("edm", part)] == [i for i in edm[part][:n] if i in ids], part
+        assert len(store.split("edm", "test")) == 8 and len(ids) <= 64 + 16 + 8
+        assert json.loads(store.split_attrs("edm")["subset"]) == {"test": 8, "train": 64, "val": 16}
+    treatments = study["models"]["treatments"]
+    assert set(treatments) == {"conventional", "align-geodiff", "align-af3", "quotient"}
+    runs = work / "results" / "runs" / "qm9"
+    metrics = {t: json.loads((runs / t / "seed0" / "metrics.json").read_text()) for t in treatments}
+    for method in ("etkdg", "etkdg-mmff"):
+        metrics[method] = json.loads((work / "results" / "baselines" / "qm9" / method / "metrics.json").read_text())
+    for name, m in metrics.items():
+        assert m["dataset"] == "qm9" and m["threshold"] == 0.5, name
+        assert len(m["molecules"]) == 8, name  # the first 8 EDM test molecules, models and RDKit alike
+        for key in ("cov_r_mean", "amr_r_mean", "cov_p_mean", "amr_p_mean", "cov_r_median", "amr_r_median"):
+            assert isinstance(m["metrics"]["zero"][key], float), (name, key)
+        assert 0.0 <= m["metrics"]["zero"]["cov_r_mean"] <= 1.0 and m["metrics"]["zero"]["amr_r_mean"] > 0, name
+        assert 0.0 <= m["stereo"]["correct"] <= 1.0 and m["stereo"]["conformers"] == 16, name
+        assert m["rmsd_to_reference"]["min_mean"] > 0, name
+    config = json.loads((runs / "quotient" / "seed0" / "config.json").read_text())
+    assert config["model"]["name"] == "e3nn" and config["model"]["symmetry"] == "so3" and config["steps"] == 10
+    # the NFE sweep: NFE 2 re-sampled for conventional and quotient only (4 is the runs' own samples)
+    assert sorted(p.relative_to(runs).as_posix() for p in runs.rglob("nfe*/metrics.json")) == [
+        "conventional/seed0/nfe2/metrics.json", "quotient/seed0/nfe2/metrics.json"]
+    report_dir = work / "results" / "report"
+    report_md = (report_dir / "summary.md").read_text()
+    for t in treatments:
+        assert re.search(rf"^\| qdiff {t} \(ode\) \|", report_md, re.M), (t, report_md)
+    for label in ("RDKit ETKDGv3", "RDKit ETKDGv3+MMFF94"):
+        assert re.search(rf"^\| {re.escape(label)} \|", report_md, re.M), (label, report_md)
+    assert "| stereo % |" in report_md and "### qm9" in report_md
+    assert (report_dir / "report.html").stat().st_size > 1000
+    for png in ("nfe_sweep.png", "loss_curves.png", "coverage_curves.png"):
+        assert (report_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert wall < 600, f"the shrunk study took {wall:.0f} s"

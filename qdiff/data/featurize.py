@@ -21,6 +21,9 @@ from ..errors import EmptyResultError, InputFileError
 from ..settings import check_section as check_settings
 
 DEFAULTS = {
+    # edm_subset: None = every molecule; {train: N, val: N, test: N} = only the first N molecules of
+    # each EDM part, in EDM order (see featurize_qm9); a part left out is kept whole.
+    "qm9": {"edm_subset": None},
     "demo-qm9": {"n_molecules": 2000, "seed": 0, "split": [0.8, 0.1, 0.1]},
     # reference_split: the split whose test molecules keep every conformer (ET-Flow's protocol);
     # "auto" = etflow when the split.npy is there, else random; "none" caps every molecule.
@@ -166,11 +169,59 @@ def _qm9_records(items, excluded: set[int], progress: bool, total: int | None):
     return records, sorted(failures)
 
 
+EDM_METHOD = "EDM/Cormorant: np.random.seed(0) permutation of the 130,831 characterized molecules; 100000/17748/13083"
+EDM_SUBSET_ORDER = "the first N molecules of each EDM part in EDM order (the order of the seeded permutation)"
+
+
+def _index_of(mol: str) -> int | None:
+    """The GDB-9 index of a molecule ID `dsgdb9nsd_NNNNNN`, None when the ID carries none."""
+    return int(mol.split("_")[1]) if mol.split("_")[-1].isdigit() else None
+
+
+def _item_index(item, excluded: set[int]) -> int | None:
+    """The GDB-9 index of a raw item (QM9Entry, (entry, mol) or (id, error)) that counts as a
+    characterized molecule of the raw files, as `featurize_qm9` counts them after featurizing."""
+    if isinstance(item, tuple) and isinstance(item[0], str):
+        return _index_of(item[0])
+    entry = item[0] if isinstance(item, tuple) else item
+    return None if entry.index in excluded else entry.index
+
+
+def _edm_subset(items, excluded: set[int], subset: dict, total: int, progress: bool):
+    """(the raw items of the kept molecules, the EDM parts restricted to them) for `edm_subset`.
+
+    The EDM split is computed on the full list of characterized indices in the raw files, exactly
+    as without a subset (parsing is cheap; RDKit's bond perception is what costs), then each part
+    named in `subset` keeps its first N molecules in EDM order; only those are featurized. EDM order
+    is a seeded permutation, so a kept part is a uniform sample of its part, and the first 1,000
+    test molecules of a subset store are the first 1,000 of the full store."""
+    items = list(progress_bar(items, total=total, desc="qm9 (parse)", unit="mol", enabled=progress))
+    included = sorted({i for i in (_item_index(item, excluded) for item in items) if i is not None})
+    expected = qm9_source.N_GDB9 - qm9_source.N_UNCHARACTERIZED
+    if len(included) != expected:
+        raise InputFileError(f"featurize qm9: edm_subset needs the full QM9 to compute the EDM split, but the raw files hold "
+                             f"{len(included)} of the {expected} characterized molecules; re-fetch them (`qdiff fetch qm9`) "
+                             "or featurize without edm_subset")
+    parts = {part: ids[: subset[part]] if subset.get(part) is not None else ids
+             for part, ids in qm9_source.edm_split(included).items()}
+    keep = {_index_of(i) for ids in parts.values() for i in ids}
+    kept = [item for item in items
+            if (i := _item_index(item, excluded)) in keep or (i is None and isinstance(item, tuple) and isinstance(item[0], str))]
+    return kept, parts
+
+
 def featurize_qm9(raw: Path, out: Path, settings: dict, progress: bool = True) -> dict:
+    """The QM9 store with the EDM split; `edm_subset` ({part: N}) featurizes only the first N
+    molecules of each EDM part (in EDM order), the split being computed on the full set first."""
     source, urls, sums, items, excluded = _qm9_entries(raw, progress)
     total = qm9_source.N_GDB9 - qm9_source.N_UNCHARACTERIZED if source == "qm9pack" else qm9_source.N_GDB9
+    subset = settings.get("edm_subset") or None
+    subset_parts = None
+    if subset:
+        items, subset_parts = _edm_subset(items, excluded, subset, total, progress)
+        total = len(items)
     records, failures = _qm9_records(items, excluded, progress, total)
-    included = sorted({int(r.id.split("_")[1]) for r in records} | {int(f[0].split("_")[1]) for f in failures if f[0].split("_")[-1].isdigit()})
+    included = sorted({_index_of(r.id) for r in records} | {i for f in failures if (i := _index_of(f[0])) is not None})
     with MoleculeStoreWriter(out, dataset="qm9", source=source, source_urls=urls, raw_sha256=sums,
                              settings=settings, property_units=qm9_source.PROPERTY_UNITS) as writer:
         for record in records:
@@ -179,8 +230,11 @@ def featurize_qm9(raw: Path, out: Path, settings: dict, progress: bool = True) -
             writer.add_failure(mol, reason)
         expected = qm9_source.N_GDB9 - qm9_source.N_UNCHARACTERIZED
         warning = None
-        if len(included) == expected:
-            writer.add_split("edm", qm9_source.edm_split(included), method="EDM/Cormorant: np.random.seed(0) permutation of the 130,831 characterized molecules; 100000/17748/13083", seed=0)
+        if subset_parts is not None:
+            writer.add_split("edm", subset_parts, method=EDM_METHOD, seed=0, subset=dict(sorted(subset.items())),
+                             subset_order=EDM_SUBSET_ORDER)
+        elif len(included) == expected:
+            writer.add_split("edm", qm9_source.edm_split(included), method=EDM_METHOD, seed=0)
         else:  # a partial archive: a store of what is there, marked as such, without the EDM split
             warning = (f"partial QM9: {len(included)} of the {expected} characterized molecules in the raw files, so no "
                        "`edm` split was written; re-fetch the archive (`qdiff fetch qm9`) for the full set")
@@ -189,7 +243,8 @@ def featurize_qm9(raw: Path, out: Path, settings: dict, progress: bool = True) -
         import sys
 
         print(f"qdiff featurize: warning: {warning} (recorded in the store's `warning` attribute)", file=sys.stderr)
-    return {"molecules": len(records), "failures": len(failures), "source": source}
+    summary = {"molecules": len(records), "failures": len(failures), "source": source}
+    return {**summary, "edm_subset": dict(sorted(subset.items()))} if subset else summary
 
 
 def featurize_demo_qm9(out: Path, settings: dict, progress: bool = True) -> dict:

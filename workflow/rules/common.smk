@@ -50,9 +50,14 @@ def toy_summary_outputs():
 
 
 def featurize_settings(wildcards):
-    """`--set KEY=VALUE` flags for one dataset's featurize settings in config.yaml."""
+    """`--set KEY=VALUE` flags (values as JSON, which YAML reads) for one dataset's featurize
+    settings in the study (`data.featurize.<dataset>`)."""
+    import json
+
     settings = config["data"].get("featurize", {}).get(wildcards.dataset, {})
-    return " ".join(f"--set {key}={value}" for key, value in sorted(settings.items()))
+    return " ".join(
+        f"--set {key}='{json.dumps(value)}'" for key, value in sorted(settings.items())
+    )
 
 
 def data_outputs():
@@ -184,18 +189,30 @@ def baseline_metrics_files():
     )
 
 
+def sweep_treatments(dataset):
+    """The study's treatments re-sampled in the NFE sweep: `nfe_sweep_treatments` (default all)."""
+    chosen = model_section(dataset, "sample").get("nfe_sweep_treatments")
+    treatments = config["models"]["treatments"]
+    return treatments if chosen is None else [t for t in treatments if t in chosen]
+
+
 def sweep_metrics_files():
-    """Metrics of every run re-sampled at each `nfe_sweep` step count (per dataset)."""
+    """Metrics of the sweep's runs re-sampled at each `nfe_sweep` step count (per dataset); the
+    study's own `steps` is not re-sampled (the runs' main samples are that point of the sweep).
+    """
     m = config.get("models")
     if not m:
         return []
     files = []
     for dataset in m["datasets"]:
-        for steps in model_section(dataset, "sample").get("nfe_sweep", []):
+        sample = model_section(dataset, "sample")
+        for steps in sample.get("nfe_sweep", []):
+            if steps == sample.get("steps"):
+                continue
             files += expand(
                 "results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/metrics.json",
                 dataset=dataset,
-                treatment=m["treatments"],
+                treatment=sweep_treatments(dataset),
                 seed=m["seeds"],
                 steps=steps,
             )
