@@ -62,7 +62,16 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, store):
     code = (
         "import sys, threading, os, signal, time\n"
         "from qdiff.train import train\n"
-        "threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()\n"
+        # the signal goes 0.5 s after the trainer installs its handler (not after a fixed delay from
+        # start-up, which a loaded machine's slow imports can outlast: then the process just dies)
+        "install = signal.signal\n"
+        "def hook(sig, handler):\n"
+        "    previous = install(sig, handler)\n"
+        "    if sig == signal.SIGTERM and callable(handler) and not getattr(hook, 'armed', False):\n"
+        "        hook.armed = True\n"
+        "        threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()\n"
+        "    return previous\n"
+        "signal.signal = hook\n"
         f"train({str(store)!r}, {str(run)!r}, {dict(SMALL, steps=100000)!r}, progress=False)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
