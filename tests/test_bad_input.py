@@ -468,17 +468,17 @@ def test_a_folder_an_unprivileged_user_cannot_write_is_an_os_error(tmp_path_fact
 def test_a_failed_sdf_write_leaves_no_samples_store_and_a_rerun_starts_clean(ctx, tmp_path, monkeypatch):
     """The SDF is written before the samples store is committed, and a rerun first removes the
     outputs of the earlier one: a store on disk always has the SDF of the same run beside it."""
-    import qdiff.data.sdf
     import qdiff.sample
 
     out, sdf = tmp_path / "s.h5", tmp_path / "s.sdf"
     argv = ["sample", "--run", str(ctx / "run"), "--out", str(out), "--steps", "2", "--max-molecules", "2"]
     assert main(argv) == 0 and out.is_file() and sdf.is_file()
-    real = qdiff.data.sdf.write_sdf
+    from qdiff.atomic import atomic_path
 
-    def dying(records, path):  # writes half of the entries, then the job is killed
-        real(records[: len(records) // 2], path)
-        raise KeyboardInterrupt
+    def dying(records, path):  # killed half-way through the SDF
+        with atomic_path(path) as tmp:
+            tmp.write_text("half an SDF\n")
+            raise KeyboardInterrupt
 
     monkeypatch.setattr(qdiff.sample, "write_sdf", dying)
     with pytest.raises(KeyboardInterrupt):
@@ -515,5 +515,5 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
     header = "step,epoch,loss,lr,grad_norm,samples_per_s,val_loss\n"
     log.write_text(header + "".join(f"{s},0,0.5,0.001,1.0,10.0,\n" for s in range(1, 6)) + "6,0,0.4")
     trim_log(log, 3)
-    assert log.read_text() == header.replace("\n", "\r\n") + "".join(f"{s},0,0.5,0.001,1.0,10.0,\r\n" for s in range(1, 4))
+    assert log.read_text() == header + "".join(f"{s},0,0.5,0.001,1.0,10.0,\n" for s in range(1, 4))  # newlines read as \n
     assert not (tmp_path / "log.csv.tmp").exists()
