@@ -24,6 +24,7 @@ from .data.chem import mol_from_arrays
 from .data.molecule_store import SAMPLES_SCHEMA, MoleculeStore, MoleculeStoreWriter
 from .data.records import MoleculeRecord
 from .data.sdf import write_sdf
+from .atomic import check_not_an_input, clear_outputs
 from .progress import progress_bar
 
 METHODS = {False: "ETKDGv3", True: "ETKDGv3+MMFF94"}
@@ -98,6 +99,10 @@ def generate_etkdg(reference: str | Path, out: str | Path, *, split: str | None,
                     "reference_conformers": str(ref.split_attrs(split).get(f"{part}_conformers", "as stored")),
                     "timeout_s": timeout_s, "reference": str(reference)}
         records, failures, mmff_missing, short, relaxed = [], [], 0, 0, 0
+        sdf_path = Path(out).with_suffix(".sdf")
+        check_not_an_input(out, reference)
+        check_not_an_input(sdf_path, reference, flag="the SDF beside --out")
+        clear_outputs(out, sdf_path)  # a rerun starts clean: no store or SDF of an earlier run beside the new ones
         with MoleculeStoreWriter(out, dataset=ref.attrs["dataset"], source=f"RDKit {method}", schema=SAMPLES_SCHEMA,
                                  settings=settings) as writer:
             for row in progress_bar([int(r) for r in rows], desc=method, unit="mol", enabled=progress):
@@ -121,9 +126,9 @@ def generate_etkdg(reference: str | Path, out: str | Path, *, split: str | None,
             writer.attrs["nfe_per_sample"] = 0
             writer.attrs["chirality_not_enforced"] = relaxed
             writer.attrs["reference_store"] = str(reference)
-    summary = {"method": method, "molecules": len(rows), "failed": len(failures), "fewer_than_asked": short,
-               "mmff_missing": mmff_missing, "chirality_not_enforced": relaxed}
-    if sdf:
-        summary["sdf"] = str(Path(out).with_suffix(".sdf"))
-        summary["sdf_entries"] = write_sdf(records, summary["sdf"])
+            summary = {"method": method, "molecules": len(rows), "failed": len(failures), "fewer_than_asked": short,
+                       "mmff_missing": mmff_missing, "chirality_not_enforced": relaxed}
+            if sdf:  # before the store is committed: a samples store means its SDF is complete
+                summary["sdf"] = str(sdf_path)
+                summary["sdf_entries"] = write_sdf(records, sdf_path)
     return summary

@@ -302,6 +302,7 @@ def _run_data_diff(args: argparse.Namespace) -> int:
 
 def _add_model_commands(sub) -> None:
     from .choices import TREATMENTS
+    from .settings import schema
 
     t = sub.add_parser("train", help="train (or resume) a model on a store; re-running resumes")
     t.add_argument("--store", required=True)
@@ -319,19 +320,20 @@ def _add_model_commands(sub) -> None:
                        "Molecule runs also write SAMPLES.sdf; backbone runs a folder of Cα PDB files.")
     s.add_argument("--run", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--sampler", choices=("ode", "sde"), default="ode")
+    declared = schema("sample")["properties"]  # the choices of the study's settings (qdiff/schemas/sample.schema.yaml)
+    s.add_argument("--sampler", choices=declared["sampler"]["enum"], default="ode")
     s.add_argument("--steps", type=_positive_int, help="integration steps (default: 50 molecules, 400 backbones)")
     s.add_argument("--seed", type=_count, default=0)
     s.add_argument("--noise-scale", type=_non_negative_float, help="SDE noise scale (default: 1.0 molecules, 0.45 backbones): the scale of "
                    "eta_t = scale * alpha_hat_t^2 (--sde-schedule eta), or Proteina's gamma scaling the noise only (proteina)")
-    s.add_argument("--sde-schedule", choices=("eta", "proteina"),
+    s.add_argument("--sde-schedule", choices=declared["sde_schedule"]["enum"],
                    help="eta (default for molecules): temperature-1 SDE; proteina (default for backbones): Proteina's "
                    "g(t) = 1/(t + 0.01), log time grid, noise-only scale (gamma < 1: low temperature)")
     s.add_argument("--align-to-xt", action="store_true", help="Boltz/AF3-style: rotate the implied x̂1 onto x_t at each step")
     s.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     s.add_argument("--compile", nargs="?", const=True, default=None, metavar="BACKEND",
                    help="torch.compile the network (default backend inductor); pays off on GPUs over many steps")
-    s.add_argument("--precision", choices=("fp32", "bf16"), help="bf16: autocast around the network only (default fp32)")
+    s.add_argument("--precision", choices=declared["precision"]["enum"], help="bf16: autocast around the network only (default fp32)")
     s.add_argument("--multiplier", type=_positive_int, help="molecules: samples per reference conformer (ET-Flow: 2)")
     s.add_argument("--max-molecules", type=_positive_int, help="molecules: the first N test molecules only")
     s.add_argument("--lengths", type=_lengths, help="backbones: comma-separated chain lengths "

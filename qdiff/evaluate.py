@@ -23,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, check_not_an_input
 from .data.chem import mol_from_arrays
 from .data.molecule_store import SAMPLES_SCHEMA, MoleculeStore
 from .eval.chirality import stereo_correct, stereo_summary
 from .eval.conformers import THRESHOLDS, aggregate, coverage_amr, coverage_curve, molecules_from_positions, rmsd_matrix
-from .errors import InputFileError, SettingsError
+from .errors import InputFileError
 from .eval.plausibility import plausibility
 from .progress import progress_bar
+from .settings import check_declared
 
 
 def _molecule_metrics(args) -> tuple[np.ndarray, dict, dict]:
@@ -116,12 +117,10 @@ def coverage_threshold(dataset: str, threshold: float | None) -> tuple[float, st
 def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, threshold: float | None = None,
              workers: int = 2, timeout_s: float = 120.0, max_matches: int = 10_000, plausibility_per_molecule: int = 2,
              progress: bool = True) -> dict:
-    if threshold is not None and not threshold > 0:
-        raise SettingsError(f"threshold {threshold}: the coverage threshold is an RMSD in Å, must be > 0")
-    if not timeout_s > 0:
-        raise SettingsError(f"timeout {timeout_s}: seconds per molecule, must be > 0")
-    if workers < 1 or plausibility_per_molecule < 0:
-        raise SettingsError(f"workers {workers} (>= 1), plausibility {plausibility_per_molecule} (>= 0)")
+    # types, ranges (qdiff/schemas/evaluate.schema.yaml)
+    check_declared({"threshold": threshold, "workers": workers, "timeout_s": timeout_s, "max_matches": max_matches,
+                    "plausibility_per_molecule": plausibility_per_molecule}, "evaluate")
+    check_not_an_input(out, samples, reference)
     with MoleculeStore(samples, schema=SAMPLES_SCHEMA) as s, MoleculeStore(reference) as r:
         dataset = r.attrs["dataset"]
         threshold, threshold_source = coverage_threshold(dataset, threshold)

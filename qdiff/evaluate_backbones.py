@@ -26,12 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, check_not_an_input
 from .data.protein_store import PROTEIN_SAMPLES_SCHEMA, ProteinStore
 from .data.residues import CA
 from .eval.backbones import (CA_CA, RG_EXPONENT, RG_PREFACTOR, ca_bond_stats, clash_count, fit_power_law, histogram_jsd, pair_distances,
                              radius_of_gyration, secondary_structure)
 from .progress import progress_bar
+from .settings import check_declared
 
 PAIR_BINS = np.arange(0.0, 61.0, 1.0)
 RG_BINS = np.linspace(0.0, 6.0, 31)
@@ -131,6 +132,8 @@ def designability_tier(generated: list[np.ndarray], names: list[str], count: int
 
 def evaluate_backbones(samples: str | Path, reference: str | Path, out: str | Path, *, max_pairs: int = 2000,
                        novelty_reference: int = 200, seed: int = 0, designability: int = 0, progress: bool = True) -> dict:
+    check_declared({"max_pairs": max_pairs, "novelty_reference": novelty_reference, "designability": designability}, "evaluate")
+    check_not_an_input(out, samples, reference)
     rng = np.random.default_rng(seed)
     with ProteinStore(samples, PROTEIN_SAMPLES_SCHEMA) as s, ProteinStore(reference) as r:
         generated = ca_traces(s, range(len(s)))

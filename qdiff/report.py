@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, check_not_an_input, clear_outputs
 from .errors import EmptyResultError, InputFileError
 
 KEYS = ("cov_r_mean", "amr_r_mean", "cov_p_mean", "amr_p_mean", "cov_r_median", "amr_r_median", "cov_p_median", "amr_p_median")
@@ -30,6 +30,8 @@ FIGURES = {  # file -> caption
     "examples.png": "One generated structure per dataset and treatment.",
     "nfe_sweep.png": "Headline metric against the number of network evaluations (NFE) per sample.",
 }
+# every file write_report writes (report.html last: its presence means the rest is there)
+OUTPUTS = ("summary.csv", "summary.json", "summary.md", *FIGURES, "report.html")
 BACKBONE_KEYS = ("valid_ca_geometry", "clash_rate", "pair_distance_jsd", "rg_jsd", "pairwise_tm", "novelty_max_tm", "helix", "strand")
 STAND_INS = {"demo-drugs": "RDKit ETKDG/MMFF ensembles, a stand-in for GEOM-DRUGS",
              "demo-qm9": "a 2,000-molecule subset of QM9", "demo-backbones": "synthetic backbones"}
@@ -283,6 +285,12 @@ def write_report(paths: list[str | Path], out_dir: str | Path, convention: str =
     if not documents:
         raise EmptyResultError("no metrics files given")
     check_distinct(documents)
+    swept = load_metrics(list(sweep))
+    check_distinct(swept)
+    outputs = [out / name for name in OUTPUTS]
+    for path in outputs:
+        check_not_an_input(path, *paths, *sweep, flag="--out")
+    clear_outputs(*outputs)  # a rerun starts clean: no table or figure of an earlier report beside the new ones
     rows = rows_from(documents, convention)
     summary = summarize(rows)
     buf = io.StringIO()
@@ -304,8 +312,6 @@ def write_report(paths: list[str | Path], out_dir: str | Path, convention: str =
     report_plots.loss_curves(runs, out / "loss_curves.png")
     report_plots.rg_vs_length(documents, out / "rg_vs_length.png")
     report_plots.example_structures(_examples(documents), out / "examples.png")
-    swept = load_metrics(list(sweep))
-    check_distinct(swept)
     report_plots.nfe_sweep(documents + swept, out / "nfe_sweep.png")
     atomic_write_text(out / "report.html", _html_page(markdown))
     return summary

@@ -64,6 +64,8 @@ from .models import compile_network, model_from_spec
 from .progress import progress_bar
 from .tasks import check_pairing, task_for
 from .errors import CorruptArtifactError, EmptyResultError, InputFileError, SettingsError, is_out_of_memory
+from .atomic import check_not_an_input, clear_outputs
+from .settings import check_declared
 from .train import network_autocast, read_artifact, resolve_device
 
 
@@ -205,6 +207,8 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
     batches stay in cache: 16 s instead of 80 s at 2^20 for 20 drug-like molecules x 20 conformers;
     2^22 on GPUs). `compile`: torch.compile the network (true or a backend name); `precision`
     bf16: autocast around the network only."""
+    check_declared({"sampler": sampler, "steps": steps, "noise_scale": noise_scale, "sde_schedule": sde_schedule, "multiplier": multiplier,
+                    "max_molecules": max_molecules, "precision": precision}, "sample")  # qdiff/schemas/sample.schema.yaml
     device = resolve_device(device)
     model, config, trained_on = load_run(run_dir, device)
     net = compile_network(model, compile) if compile else model
@@ -229,6 +233,10 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
     settings = _settings(run_dir, config, sampler=sampler, steps=steps, seed=seed, multiplier=multiplier, precision=precision,
                          noise_scale=noise_scale, sde_schedule=sde_schedule, align_to_xt=align_to_xt, molecules=molecules,
                          all_molecules=bool(all_molecules), reference_conformers=references, parity_switch=parity)
+    sdf_path = Path(out).with_suffix(".sdf")
+    check_not_an_input(out, store)
+    check_not_an_input(sdf_path, store, flag="the SDF beside --out")
+    clear_outputs(out, sdf_path)  # a rerun starts clean: no store or SDF of an earlier run beside the new ones
     with MoleculeStore(store) as ref, MoleculeStoreWriter(
         out, dataset=ref.attrs["dataset"], source=f"qdiff sample of {Path(run_dir).name}", schema=SAMPLES_SCHEMA, settings=settings,
     ) as writer:
@@ -274,9 +282,9 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
         writer.attrs["mean_path_length"] = summary["mean_path_length"]
         writer.attrs["mirrored_by_parity_switch"] = mirrored
         writer.attrs["reference_store"] = str(store)
-    if sdf:
-        summary["sdf"] = str(Path(out).with_suffix(".sdf"))
-        summary["sdf_entries"] = write_sdf(records, summary["sdf"])
+        if sdf:  # before the store is committed: a samples store means its SDF is complete
+            summary["sdf"] = str(sdf_path)
+            summary["sdf_entries"] = write_sdf(records, sdf_path)
     return summary
 
 
@@ -301,6 +309,8 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
                      all_molecules: bool = False, progress: bool = True) -> dict:
     """`per_length` Cα chains per length; coordinates returned to Å (÷ coord_scale). Lengths default
     to the test split's (every chain of the store only with `all_molecules`)."""
+    check_declared({"sampler": sampler, "steps": steps, "noise_scale": noise_scale, "sde_schedule": sde_schedule, "lengths": lengths,
+                    "per_length": per_length, "max_chains": max_chains, "precision": precision}, "sample")
     device = resolve_device(device)
     model, config, trained_on = load_run(run_dir, device)
     net = compile_network(model, compile) if compile else model
@@ -321,7 +331,10 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
     gen = torch.Generator().manual_seed(seed)
     scale = config.get("coord_scale", 1.0)
     pdb_dir = Path(pdb_dir) if pdb_dir else Path(out).with_suffix("")
+    check_not_an_input(out, store)
     pdb_tmp = _fresh_pdb_folder(pdb_dir)
+    clear_outputs(out)  # a rerun starts clean: no store of an earlier run beside the new PDB folder
+    shutil.rmtree(pdb_dir, ignore_errors=True)  # only sample PDBs of an earlier run (checked above)
     sc = bool(getattr(model, "self_conditioning", False))
     settings = _settings(run_dir, config, sampler=sampler, steps=steps, seed=seed, per_length=per_length, precision=precision,
                          noise_scale=noise_scale, sde_schedule=sde_schedule, align_to_xt=align_to_xt, lengths_from=chains,
@@ -404,7 +417,9 @@ def _replace_pdb_folder(tmp: Path, pdb_dir: Path) -> None:
 
 def sample(run_dir, out, **options) -> dict:
     """Dispatch on the run's store: molecules -> sample_molecules, proteins -> sample_backbones.
-    Options that do not apply to the run's kind are ignored when None."""
+    Options that do not apply to the run's kind are ignored when None. The settings among them
+    (qdiff/schemas/sample.schema.yaml) are checked before anything is read."""
+    check_declared(options, "sample")
     _, config, trained_on = load_run(run_dir)
     store = options.get("store") or trained_on
     task = task_for(store, config["prior"], config["max_length"])

@@ -1,7 +1,11 @@
 """Settings declared once, checked where they are read: `qdiff/schemas/<runner>.schema.yaml` is a
 JSON-Schema subset that qdiff checks here and that the workflow's study schema reuses (`$ref`),
 so Snakemake rejects the same typos and bad values at DAG time. Also the settings-file reader
-shared by the commands (a YAML error or a list where a mapping belongs names the file)."""
+shared by the commands (a YAML error or a list where a mapping belongs names the file).
+
+Declared runners: featurize, train, sample (the study's `models.sample` too) and evaluate (no
+study section). `qdiff report` has no settings beyond its command-line flags (--convention, a
+choice argparse checks; the metrics files, checked as qdiff.report reads them): no declaration."""
 from __future__ import annotations
 
 import functools
@@ -88,6 +92,8 @@ def _errors(value, s: dict, path: str, root: dict | None = None) -> list[str]:
         if len(value) < s.get("minItems", 0) or len(value) > s.get("maxItems", len(value)):
             n = (s.get("minItems"), s.get("maxItems"))
             out.append(f"{where}: {len(value)} items; needs " + (f"exactly {n[0]}" if n[0] == n[1] else f"between {n[0] or 0} and {n[1] or 'any'}"))
+        if s.get("uniqueItems") and len({repr(v) for v in value}) < len(value):
+            out.append(f"{where}: {list(value)} repeats an item; each may appear once")
         if "items" in s:
             for i, item in enumerate(value):
                 out += _errors(item, s["items"], f"{path}[{i}]", root)
@@ -124,6 +130,22 @@ def check(value, name: str, prefix: str = "") -> None:
     errors = list(dict.fromkeys(_errors(value, schema(name), prefix)))
     if errors:
         raise SettingsError(f"bad settings ({name}): " + "; ".join(errors))
+
+
+def check_declared(values: dict, name: str) -> None:
+    """`check` of the entries of a runner's keyword arguments that schema `name` declares as
+    settings (None: not given, the runner's default); its other arguments (paths, device, seed)
+    are checked where they are used. NumPy scalars count as the Python numbers they hold."""
+    declared = schema(name).get("properties", {})
+    check({key: _plain(v) for key, v in values.items() if key in declared and v is not None}, name)
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    return value
 
 
 def check_section(value, name: str, section: str) -> None:

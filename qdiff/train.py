@@ -266,6 +266,24 @@ def _distributed(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def trim_log(path: Path, step: int) -> None:
+    """Keep the rows of `log.csv` up to `step` (the checkpoint a run resumes from): the rows a killed
+    run logged after its last checkpoint are logged again on resume, and a half-written last line
+    goes. Rewritten atomically."""
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    kept = [rows[0]] if rows else []
+    for row in rows[1:]:
+        try:
+            complete = len(row) == len(rows[0]) and int(row[0]) <= step
+        except ValueError:
+            complete = False
+        if complete:
+            kept.append(row)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        csv.writer(fh).writerows(kept)
+
+
 def _tensorboard(path: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -563,6 +581,8 @@ class Trainer:
         pool = None
         log_path = self.run_dir / "log.csv"
         new_log = not log_path.is_file() or self.step == 0
+        if lead and not new_log:
+            trim_log(log_path, self.step)  # a resumed run starts from a clean log: no rows past its checkpoint
         try:
             with open(log_path if lead else os.devnull, "w" if new_log else "a", newline="") as fh:
                 writer = csv.writer(fh)

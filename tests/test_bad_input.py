@@ -148,6 +148,25 @@ CASES = [
     ("featurize-unknown", lambda c, t: ["featurize", "demo-backbones", "--out", str(t / "bb.h5"), "--set", "n_backbone=3"], S,
      ["n_backbone"]),
     ("sample-lengths", lambda c, t: ["sample", "--run", str(c / "bbrun"), "--out", str(t / "s.h5"), "--lengths", "a,b"], S, ["--lengths"]),
+    # sample and evaluate settings (qdiff/schemas/sample.schema.yaml, evaluate.schema.yaml: the CLI's choices come from them)
+    ("sample-sampler", lambda c, t: ["sample", "--run", str(c / "run"), "--out", str(t / "s.h5"), "--sampler", "langevin"], S,
+     ["--sampler", "langevin", "ode", "sde"]),
+    ("sample-sde-schedule", lambda c, t: ["sample", "--run", str(c / "run"), "--out", str(t / "s.h5"), "--sde-schedule", "edm"], S,
+     ["--sde-schedule", "edm", "eta", "proteina"]),
+    ("sample-precision", lambda c, t: ["sample", "--run", str(c / "run"), "--out", str(t / "s.h5"), "--precision", "fp16"], S,
+     ["--precision", "fp16", "fp32", "bf16"]),
+    ("sample-max-molecules-zero", lambda c, t: ["sample", "--run", str(c / "run"), "--out", str(t / "s.h5"), "--max-molecules", "0"], S,
+     ["--max-molecules", "positive"]),
+    ("sample-noise-negative", lambda c, t: ["sample", "--run", str(c / "run"), "--out", str(t / "s.h5"), "--noise-scale", "-0.5"], S,
+     ["--noise-scale", ">= 0"]),
+    ("sample-out-is-the-store", lambda c, t: ["sample", "--run", str(c / "run"), "--out", str(c / "mol.h5"), "--steps", "2"], S,
+     ["--out", "mol.h5", "input"]),
+    ("evaluate-workers-zero", lambda c, t: ["evaluate", "--samples", str(c / "samples.h5"), "--reference", str(c / "mol.h5"),
+                                            "--out", str(t / "m.json"), "--workers", "0"], S, ["--workers", "positive"]),
+    ("evaluate-plausibility-negative", lambda c, t: ["evaluate", "--samples", str(c / "samples.h5"), "--reference", str(c / "mol.h5"),
+                                                     "--out", str(t / "m.json"), "--plausibility", "-1"], S, ["--plausibility", ">= 0"]),
+    ("evaluate-out-is-the-samples", lambda c, t: ["evaluate", "--samples", str(c / "samples.h5"), "--reference", str(c / "mol.h5"),
+                                                  "--out", str(c / "samples.h5")], S, ["--out", "samples.h5", "input"]),
     # missing, unreadable, corrupt or mismatched input files: named, with the way out
     ("store-missing", lambda c, t: ["train", "--store", str(t / "nope.h5"), "--out", str(t / "r")], I, ["nope.h5", "no such store"]),
     ("store-folder", lambda c, t: ["train", "--store", str(c / "afolder"), "--out", str(t / "r")], I, ["afolder", "folder"]),
@@ -203,6 +222,70 @@ def test_bad_input_fails_with_its_status_and_a_message_naming_the_cause(case, ct
     # nothing complete-looking left behind
     for out in ("newrun/model.pt", "r/model.pt", "s.h5", "bb.h5", "pdb.h5", "pdb/snapshot.json", "rep/summary.csv", "m.json"):
         assert not (tmp_path / out).exists(), (name, out)
+
+
+def _sample_api(c, t, **kw):
+    from qdiff.sample import sample
+
+    return sample(c / "run", t / "s.h5", device="cpu", progress=False, **kw)
+
+
+def _evaluate_api(c, t, **kw):
+    from qdiff.evaluate import evaluate
+
+    return evaluate(c / "samples.h5", c / "mol.h5", t / "m.json", progress=False, **kw)
+
+
+def _evaluate_backbones_api(c, t, **kw):
+    from qdiff.evaluate_backbones import evaluate_backbones
+
+    return evaluate_backbones(c / "samples.h5", c / "bb.h5", t / "m.json", progress=False, **kw)
+
+
+def _sample_backbones_api(c, t, **kw):
+    from qdiff.sample import sample_backbones
+
+    return sample_backbones(c / "bbrun", t / "s.h5", device="cpu", progress=False, **kw)
+
+
+# The runners check their settings themselves, whoever calls them (Python API, other CLIs): the
+# same declarations, the same exit status and a message naming the key and the allowed values.
+# (case id, call (ctx, tmp), substrings of the message)
+RUNNER_CASES = [
+    ("sample-sampler", lambda c, t: _sample_api(c, t, sampler="langevin"), ["(sample)", "sampler", "'langevin'", "ode, sde"]),
+    ("sample-steps-zero", lambda c, t: _sample_api(c, t, steps=0), ["(sample)", "steps 0", ">= 1"]),
+    ("sample-sde-schedule", lambda c, t: _sample_api(c, t, sampler="sde", sde_schedule="edm"), ["sde_schedule", "eta, proteina"]),
+    ("sample-precision", lambda c, t: _sample_api(c, t, precision="fp16"), ["precision", "fp32, bf16"]),
+    ("sample-multiplier-text", lambda c, t: _sample_api(c, t, multiplier="two"), ["multiplier", "'two'", "integer"]),
+    ("sample-noise-nan", lambda c, t: _sample_api(c, t, noise_scale=float("nan")), ["noise_scale", ">= 0"]),
+    ("backbones-length-one", lambda c, t: _sample_backbones_api(c, t, lengths=[10, 1]), ["lengths[1]", ">= 2"]),
+    ("backbones-per-length-zero", lambda c, t: _sample_backbones_api(c, t, per_length=0), ["per_length", ">= 1"]),
+    ("evaluate-threshold", lambda c, t: _evaluate_api(c, t, threshold=-1.0), ["(evaluate)", "threshold", "> 0"]),
+    ("evaluate-timeout", lambda c, t: _evaluate_api(c, t, timeout_s=0), ["timeout_s", "> 0"]),
+    ("evaluate-workers", lambda c, t: _evaluate_api(c, t, workers=0, plausibility_per_molecule=-1),
+     ["workers 0", ">= 1", "plausibility_per_molecule -1", ">= 0"]),
+    ("evaluate-designability", lambda c, t: _evaluate_backbones_api(c, t, designability=-2), ["designability", ">= 0"]),
+]
+
+
+@pytest.mark.parametrize("case", RUNNER_CASES, ids=[c[0] for c in RUNNER_CASES])
+def test_the_runners_check_their_declared_settings(case, ctx, tmp_path):
+    name, call, needles = case
+    with pytest.raises(errors.SettingsError) as info:
+        call(ctx, tmp_path)
+    status, message = errors.classify(info.value)
+    assert status == errors.EXIT_SETTINGS and all(n in message for n in needles), (name, message)
+    assert not list(tmp_path.iterdir()), name  # nothing written
+
+
+def test_the_cli_choices_are_the_declared_ones():
+    from qdiff.cli import build_parser
+    from qdiff.settings import schema
+
+    declared = schema("sample")["properties"]
+    sample = next(p for p in __import__("qdiff.cli", fromlist=["_leaf_parsers"])._leaf_parsers(build_parser()) if p.prog.endswith(" sample"))
+    choices = {a.dest: list(a.choices) for a in sample._actions if a.choices}
+    assert choices == {k: declared[k]["enum"] for k in ("sampler", "sde_schedule", "precision")}
 
 
 def test_the_settings_are_not_replaced_by_defaults_and_nothing_is_recorded(ctx, tmp_path):
@@ -327,7 +410,7 @@ def test_a_partial_qm9_archive_is_recorded_as_such(tmp_path, monkeypatch, capsys
         assert "partial QM9" in h5.attrs["warning"] and not list(h5.get("splits", {}))
 
 
-def test_study_schema_rejects_unknown_and_bad_train_settings_before_any_job(tmp_path):
+def test_study_schema_rejects_unknown_and_bad_train_and_sample_settings_before_any_job(tmp_path):
     import copy
 
     import yaml
@@ -337,7 +420,10 @@ def test_study_schema_rejects_unknown_and_bad_train_settings_before_any_job(tmp_
     for broken, needle in ((lambda c: c["models"].update(train={"batchsize": 32}), "batchsize"),
                            (lambda c: c["models"].setdefault("per_dataset", {}).update({"demo-qm9": {"train": {"grad_clip": {"mode": "sometimes"}}}}),
                             "sometimes"),
-                           (lambda c: c["data"]["featurize"]["demo-qm9"].update(n_molecules=0), "n_molecules")):
+                           (lambda c: c["data"]["featurize"]["demo-qm9"].update(n_molecules=0), "n_molecules"),
+                           (lambda c: c["models"].setdefault("per_dataset", {}).update({"demo-qm9": {"sample": {"sampler": "langevin"}}}),
+                            "langevin"),
+                           (lambda c: c["models"].update(sample={"steps": 50, "max_molecule": 10}), "max_molecule")):
         config = copy.deepcopy(TINY)
         broken(config)
         (work / "config.yaml").write_text(yaml.safe_dump(config))
@@ -377,3 +463,57 @@ def test_a_folder_an_unprivileged_user_cannot_write_is_an_os_error(tmp_path_fact
         assert list(base.iterdir()) == []
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_failed_sdf_write_leaves_no_samples_store_and_a_rerun_starts_clean(ctx, tmp_path, monkeypatch):
+    """The SDF is written before the samples store is committed, and a rerun first removes the
+    outputs of the earlier one: a store on disk always has the SDF of the same run beside it."""
+    import qdiff.sample
+
+    out, sdf = tmp_path / "s.h5", tmp_path / "s.sdf"
+    argv = ["sample", "--run", str(ctx / "run"), "--out", str(out), "--steps", "2", "--max-molecules", "2"]
+    assert main(argv) == 0 and out.is_file() and sdf.is_file()
+    from qdiff.atomic import atomic_path
+
+    def dying(records, path):  # killed half-way through the SDF
+        with atomic_path(path) as tmp:
+            tmp.write_text("half an SDF\n")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(qdiff.sample, "write_sdf", dying)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert not out.exists() and not sdf.exists()  # neither the new outputs nor the earlier run's
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("*.spool"))
+
+
+def test_a_failed_report_leaves_no_report_page_and_none_of_the_earlier_files(ctx, tmp_path, monkeypatch):
+    import qdiff.report_plots
+
+    rep = tmp_path / "rep"
+    argv = ["report", "--metrics", str(ctx / "metrics.json"), "--out", str(rep)]
+    assert main(argv) == 0 and (rep / "report.html").is_file()
+    (rep / "notes.txt").write_text("mine\n")  # not a report file: kept
+
+    def dying(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(qdiff.report_plots, "loss_curves", dying)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert not (rep / "report.html").exists() and not (rep / "loss_curves.png").exists()
+    assert not (rep / "examples.png").exists()  # the earlier report's, removed at the start
+    assert (rep / "notes.txt").is_file()
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    """The rows a killed run logged after its last checkpoint, and a half-written last line, go
+    when the run resumes from that checkpoint."""
+    from qdiff.train import trim_log
+
+    log = tmp_path / "log.csv"
+    header = "step,epoch,loss,lr,grad_norm,samples_per_s,val_loss\n"
+    log.write_text(header + "".join(f"{s},0,0.5,0.001,1.0,10.0,\n" for s in range(1, 6)) + "6,0,0.4")
+    trim_log(log, 3)
+    assert log.read_text() == header + "".join(f"{s},0,0.5,0.001,1.0,10.0,\n" for s in range(1, 4))  # newlines read as \n
+    assert not (tmp_path / "log.csv.tmp").exists()

@@ -80,7 +80,8 @@ def self_consistency(pdb: Path, tools: DesignabilityTools, workdir: Path, sequen
     ProteinMPNN sequences (the first FASTA record, the input's own sequence, is skipped)."""
     name = pdb.stem
     work = workdir / name
-    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)  # no sequences or folds of an earlier run read as this one's
+    work.mkdir(parents=True)
     log = work / "tools.log"
     _run([tools.python, str(tools.proteinmpnn / "protein_mpnn_run.py"), "--pdb_path", str(pdb), "--ca_only",
           "--num_seq_per_target", str(sequences), "--sampling_temp", "0.1", "--seed", str(seed), "--batch_size", "1",

@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from ..atomic import atomic_path, atomic_write_text
+from ..atomic import atomic_path, atomic_write_text, check_not_an_input, clear_outputs
 
 COLUMNS = ["target", "treatment", "form", "sampler", "curvature", "seed", "n_samples", "steps", "metric",
            "value", "expected", "stderr", "z", "path_length", "nfe"]
@@ -135,6 +135,10 @@ def write_summary(paths: list[str | Path], out_dir: str | Path) -> list[dict]:
     table = rows(results)
     if not table:
         raise ValueError("no toy results given")
+    outputs = [out / name for name in ("summary.csv", "summary.md", "metrics.json", "z_scores.png")]
+    for path in outputs:
+        check_not_an_input(path, *paths)
+    clear_outputs(*outputs)  # a rerun starts clean: no file of an earlier summary beside the new ones
     atomic_write_text(out / "summary.csv", to_csv(table))
     atomic_write_text(out / "summary.md", to_markdown(table))
     atomic_write_text(out / "metrics.json", json.dumps(to_metrics(results), indent=2, sort_keys=True) + "\n")
