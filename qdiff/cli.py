@@ -3,57 +3,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from .choices import CURVATURE_SIGNS, PARAMETERIZATIONS, TREATMENTS
 from .errors import EXIT_STATUSES, SettingsError
-
 from .settings import load_yaml  # noqa: F401 (qdiff.cli.load_yaml: the settings reader's YAML)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _bounded(cast: type, accept, what: str):
+    """An argparse type: cast(text) that `accept` admits, else "must be <what>, got <text>"."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    parse.__name__ = what
+    return parse
 
 
-def _count(text: str) -> int:
-    """A non-negative integer (0 allowed: e.g. no retries, checks off)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+_positive_int = _bounded(int, lambda v: v >= 1, "a positive integer")
+_count = _bounded(int, lambda v: v >= 0, "an integer >= 0")  # 0 allowed: e.g. no retries, checks off
+_positive_float = _bounded(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+_non_negative_float = _bounded(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
 
 
 def _date(text: str) -> str:
