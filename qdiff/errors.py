@@ -81,12 +81,11 @@ def classify(err: BaseException) -> tuple[int, str] | None:
     """(exit status, one-line message) for an expected failure, None for a bug."""
     import yaml
 
-    from .data.download import DownloadError
-
     if isinstance(err, QdiffError):
         return err.exit_status, str(err)
-    if isinstance(err, DownloadError):
-        return EXIT_DOWNLOAD, str(err)
+    declared = getattr(type(err), "exit_status", None)  # e.g. qdiff.data.download.DownloadError
+    if isinstance(declared, int):
+        return declared, str(err)
     if is_out_of_memory(err):
         return EXIT_RESOURCES, (f"out of memory ({_short(err)}); reduce the size of the job (batch_size, the model's size, "
                                 "--max-molecules / --lengths / --per-length) or use a machine with more memory")

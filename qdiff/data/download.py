@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..errors import EXIT_DOWNLOAD
+
 
 from ..atomic import atomic_write_text
 from ..progress import progress_bar
@@ -30,6 +32,8 @@ _HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<?xml")
 
 class DownloadError(RuntimeError):
     """A file could not be fetched from any of its URLs; the message lists every attempt."""
+
+    exit_status = EXIT_DOWNLOAD  # the CLI's status for it (qdiff.errors.classify)
 
 
 class ChecksumError(DownloadError):
