@@ -87,7 +87,7 @@ def stereo_frames(atoms: dict[str, np.ndarray], bond_index: np.ndarray,
     permutation (for three neighbours exactly; for four, whenever c lies inside its neighbours'
     tetrahedron, as qdiff.eval.chirality uses), and s_c is the tag's sign times that parity.
     So s_c V > 0 says "this centre has its reference handedness", a rotation-invariant,
-    reflection-odd scalar that a network can read (qdiff.models.embeddings.chirality_agreement)."""
+    reflection-odd scalar that a network can read (qdiff.models.embeddings.chirality_features)."""
     tags = np.asarray(atoms["chiral_tag"]).astype(np.int64)
     n = tags.shape[0]
     signs = np.zeros(n, np.int8)

@@ -89,11 +89,6 @@ def chirality_features(batch: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Ten
     return chi, g
 
 
-def chirality_agreement(batch: dict[str, Tensor], x: Tensor) -> Tensor:
-    """[B, N] chi of `chirality_features`: > 0 where a labelled centre has its reference handedness."""
-    return chirality_features(batch, x)[0]
-
-
 class ChiralityEncoder(nn.Module):
     """(W chi [B, N, dim], g [B, N, 3]) from `chirality_features`; W [dim] is zero at init and
     drawn from no random stream, so an untrained network's scalars do not depend on chi."""
