@@ -63,7 +63,7 @@ packages = ", ".join(f"{p} {version(p)}" for p in ("torch", "e3nn", "rdkit", "nu
 tests = []
 for samples in sorted(Path("results/runs").glob("*/*/seed*/samples.h5")):
     with h5py.File(samples) as h5:
-        ids = [int(i) for i in h5["molecules/id"][:]]
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in h5["molecules/id"][:]]
     tests.append((samples, hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16], len(ids)))
 hashes = sorted({(h, n) for _, h, n in tests})
 lines = [
