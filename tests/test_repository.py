@@ -17,7 +17,6 @@ from workflow_fixtures import TINY, copy_workflow, snakemake, tool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
 
 
 def pyproject():
@@ -33,24 +32,54 @@ def requirements(extras=True):
     return reqs
 
 
-def test_conda_env_matches_pyproject():
+CONDA_ENV_PIP = ["--extra-index-url ${QDIFF_TORCH_INDEX}", "-c ${QDIFF_ROOT}/envs/constraints.txt", "-e ${QDIFF_ROOT}"]
+WORKFLOW_ENV = """
+import os, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings()) as api:
+    api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path("Snakefile"), workdir=Path(".")).list_rules()
+print(os.environ.get("QDIFF_ROOT"), os.environ.get("QDIFF_TORCH_INDEX"), file=sys.stderr)
+"""
+
+
+def test_conda_env_installs_this_checkout_pinned_from_where_snakemake_copies_it(tmp_path):
+    """envs/qdiff.yaml gives Python (pyproject's) and pip from conda; pip installs the checkout with
+    pyproject's dependencies at envs/constraints.txt's pins, by absolute paths the Snakefile puts in
+    QDIFF_ROOT, so the file works where Snakemake copies it (<conda-prefix>/<hash>_.yaml, where the
+    old `..` meant .snakemake/). torch's build (CPU / CUDA) comes from QDIFF_TORCH_INDEX."""
     env = yaml.safe_load((ROOT / "envs" / "qdiff.yaml").read_text())
-    conda = {}
-    pip_entries = [d for d in env["dependencies"] if isinstance(d, dict)]
-    listed = [d for d in env["dependencies"] if isinstance(d, str)] + [p for d in pip_entries for p in d["pip"] if p != ".."]
-    for dep in listed:
-        name, _, spec = re.match(r"([A-Za-z0-9_.\-]+)(([<>=!]=?.*)?)", dep).group(1, 2, 2)
-        conda[name] = spec
-    for req in requirements(extras=False):
-        name = CONDA_NAMES.get(req.name, req.name)
-        assert name in conda, f"{req.name} is in pyproject.toml but not in envs/qdiff.yaml"
-        lower = {s.version for s in req.specifier if s.operator == ">="}
-        conda_lower = {s.version for s in SpecifierSet(conda[name]) if s.operator == ">="}
-        # Conda spells calendar versions with a zero-padded month (2024.03 vs 2024.3).
-        norm = lambda vs: {".".join(str(int(p)) for p in v.split(".")) for v in vs}  # noqa: E731
-        assert norm(lower) == norm(conda_lower), f"{req.name}: pyproject {lower} vs conda {conda_lower}"
-    assert "python=3.11" in env["dependencies"]
-    assert any(".." in d["pip"] for d in pip_entries)
+    assert [d for d in env["dependencies"] if isinstance(d, str)] == ["python=3.11", "pip"]
+    assert SpecifierSet(pyproject()["project"]["requires-python"]).contains("3.11")
+    pip = [line for d in env["dependencies"] if isinstance(d, dict) for line in d["pip"]]
+    assert pip == CONDA_ENV_PIP
+    # What the workflow sets (a user's QDIFF_TORCH_INDEX is kept): a parse of the copied workflow.
+    work = copy_workflow(tmp_path / "repo", TINY)
+    base = {k: v for k, v in tool_env().items() if not k.startswith("QDIFF_")}
+    seen = {}
+    for index in (None, "https://download.pytorch.org/whl/cpu"):
+        run = subprocess.run([sys.executable, "-c", WORKFLOW_ENV], cwd=work, capture_output=True, text=True,
+                             env={**base, **({"QDIFF_TORCH_INDEX": index} if index else {})})
+        assert run.returncode == 0, run.stderr[-3000:]
+        seen[index] = run.stderr.split()[-2:]
+    assert seen[None] == [str(work), "https://pypi.org/simple"]
+    assert seen["https://download.pytorch.org/whl/cpu"] == [str(work), "https://download.pytorch.org/whl/cpu"]
+    # Copied as Snakemake does, its pip section written beside it as conda does, then resolved by pip
+    # from there (offline: the dependencies must already be installed at the constraints' pins).
+    copied = tmp_path / "elsewhere" / ".snakemake" / "conda" / "0123abcd_.yaml"
+    copied.parent.mkdir(parents=True)
+    copied.write_bytes((ROOT / "envs" / "qdiff.yaml").read_bytes())
+    pip = [line for d in yaml.safe_load(copied.read_text())["dependencies"] if isinstance(d, dict) for line in d["pip"]]
+    (copied.parent / "condaenv.test.requirements.txt").write_text("\n".join(pip) + "\n")
+    report = tmp_path / "report.json"
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--no-build-isolation", "--quiet",
+                          "--report", str(report), "-r", "condaenv.test.requirements.txt"], cwd=copied.parent, capture_output=True, text=True,
+                         env={**base, "QDIFF_ROOT": seen[None][0], "QDIFF_TORCH_INDEX": seen[None][1]})
+    assert out.returncode == 0, out.stderr[-3000:]
+    install = json.loads(report.read_text())["install"]
+    assert [(i["metadata"]["name"], i["download_info"]["url"]) for i in install] == [("qdiff", work.as_uri())], install
+    assert install[0]["metadata"]["version"] == pyproject()["project"]["version"]
 
 
 def test_constraints_pin_every_dependency_within_its_range():
