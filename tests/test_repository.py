@@ -190,10 +190,13 @@ def test_paper_study_dag_resolves_offline():
     text = out.stdout + out.stderr
     paper = yaml.safe_load((ROOT / "studies" / "paper.yaml").read_text())["models"]
     runs = len(paper["datasets"]) * len(paper["treatments"]) * len(paper["seeds"])
-    for rule, count in (("train_model", runs), ("sample_model", runs), ("evaluate_model", runs), ("fetch_dataset", 4), ("featurize_raw", 4)):
+    for rule, count in (("train_model", runs), ("sample_model", runs), ("evaluate_model", runs), ("fetch_dataset", 3), ("featurize_raw", 4)):
         assert re.search(rf"^{rule}\s+{count}$", text, re.M), (rule, text[-3000:])
     assert "torchrun --standalone --nnodes=1 --nproc-per-node=4 -m qdiff train --store results/data/geom-drugs.h5" in text
     assert "qdiff fetch pdb --dest resources/pdb --record resources/pdb/fetched.json" in text
+    # GEOM-QM9 and GEOM-DRUGS come from one archive: one download, both featurized from it
+    assert len(re.findall(r"qdiff fetch geom-\S+ --dest resources/geom ", text)) == 1, text[-3000:]
+    assert all(f"qdiff featurize {d} --raw resources/geom " in text for d in ("geom-qm9", "geom-drugs")), text[-3000:]
     assert re.search(r"qdiff sample --run \S+geom-drugs\S+ .*--precision fp32", text), text[-3000:]
     bad = _snakemake("-n", "--config", "study=nope", check=False)
     assert bad.returncode != 0 and "nope" in bad.stdout + bad.stderr
