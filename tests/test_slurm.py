@@ -149,11 +149,13 @@ def test_the_time_limit_warning_signal_makes_training_checkpoint_and_stop(as_use
                                                          "checkpoint_minutes": 600, "val_every": 0})
     work = user_workflow(as_user, config)
     run = work / "results" / "runs" / "demo-qm9" / "quotient" / "seed0"
-    out = snakemake_as_user(work, *FAST, "--retries", "0", "--set-resources", "train_model:runtime=2",
-                            "train_model:slurm_extra='--signal=TERM@60'", f"{run.relative_to(work)}/model.pt", timeout=900)
+    out = snakemake_as_user(work, f"{run.relative_to(work)}/model.pt", *FAST, "--retries", "0", "--set-resources",
+                            "train_model:runtime=2", "train_model:slurm_extra='--signal=TERM@60'", timeout=900)
     text = out.stdout + out.stderr
     assert out.returncode != 0, text[-4000:]
-    log = (work / "logs" / "runs" / "demo-qm9" / "quotient" / "seed0" / "train.log").read_text()
+    log = work / "logs" / "runs" / "demo-qm9" / "quotient" / "seed0" / "train.log"
+    assert log.is_file(), text[-4000:]
+    log = log.read_text()
     assert re.search(r"pre-empted at step \d+: checkpoint saved, exiting", log), log[-3000:]
     assert (run / "checkpoints" / "last.pt").is_file() and not (run / "model.pt").exists()
     jobs = sacct(submitted(text))
