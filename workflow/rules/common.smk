@@ -147,7 +147,8 @@ def one_gpu(wildcards):
 
 def gpu_request(gpus):
     """The `gpu` resource (the plugin's --gpus): the job's GPU count, or 0 with
-    `slurm.request_gpus: false` (CI's stand-in GPU partition has no GRES; the job runs on CPU)."""
+    `slurm.request_gpus: false` (CI's stand-in GPU partition has no GRES; the job runs on CPU).
+    """
 
     def get(wildcards):
         return gpus(wildcards) if slurm_setting("request_gpus", True) else 0
@@ -157,7 +158,8 @@ def gpu_request(gpus):
 
 def slurm_partition(gpus=None):
     """The plugin's `slurm_partition`: `slurm.gpu_partition` for a job that uses a GPU (every GPU
-    rule, from this one setting), `slurm.partition` otherwise; None (unset) without them."""
+    rule, from this one setting), `slurm.partition` otherwise; None (unset) without them.
+    """
 
     def get(wildcards):
         if gpus is not None and gpus(wildcards) > 0 and slurm_setting("gpu_partition"):
@@ -173,8 +175,9 @@ def slurm_account(wildcards):
 
 
 def gpu_threads(gpus):
-    """Threads of a rule that may use GPUs: `cpus_per_gpu` per GPU when it has GPUs (so
-    OMP_NUM_THREADS and the job's CPU request agree), else `models.resources.threads` (1)."""
+    """Threads of a job that may use GPUs: `cpus_per_gpu` per GPU when it has GPUs (so
+    OMP_NUM_THREADS and the job's CPU request agree), else `models.resources.threads` (1).
+    """
 
     def get(wildcards):
         n = gpus(wildcards)
@@ -191,7 +194,9 @@ def cpus_per_gpu(gpus):
     the plugin asks for --cpus-per-task = threads (the same number)."""
 
     def get(wildcards):
-        per_gpu = int(model_section(wildcards.dataset, "resources").get("cpus_per_gpu", 0))
+        per_gpu = int(
+            model_section(wildcards.dataset, "resources").get("cpus_per_gpu", 0)
+        )
         requested = gpus(wildcards) if slurm_setting("request_gpus", True) else 0
         return per_gpu if requested > 0 and per_gpu > 0 else None
 
