@@ -202,6 +202,55 @@ def test_paper_study_dag_resolves_offline():
     assert bad.returncode != 0 and "nope" in bad.stdout + bad.stderr
 
 
+SITE = {"slurm": {"account": "myproject", "partition": "cpu", "gpu_partition": "gpu", "max_runtime": "96h"}}
+
+
+def dry_run_jobs(text: str) -> list[dict]:
+    """Every job of a dry run's output: rule, threads, wildcards, resources."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \S+:\n)", text):
+        head = re.match(r"(local)?rule (\S+):\n", block)
+        if head:
+            fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
+            resources = dict(kv.split("=", 1) for kv in fields.get("resources", "").split(", ") if "=" in kv)
+            jobs.append({"rule": head.group(2), "threads": int(fields.get("threads", 1)), "wildcards": fields.get("wildcards", ""),
+                         **resources})
+    return jobs
+
+
+def test_on_a_site_every_job_names_the_account_and_every_gpu_job_the_gpu_partition(tmp_path):
+    """The paper study with a site's `slurm` section, without Slurm (the real-Slurm run is
+    tests/test_slurm.py): the plugin's own slurm_account on every submitted job, slurm_partition gpu
+    exactly on the jobs that ask for GPUs (training, sampling and the NFE sweep: all of them, from one
+    setting), threads = gpus x cpus_per_gpu on them, memory and time limits x attempt up to max_runtime."""
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump(SITE))
+    paper = yaml.safe_load((ROOT / "studies" / "paper.yaml").read_text())["models"]
+    local = set(re.search(r"^localrules:\n((?:    \w+,\n)+)", (ROOT / "Snakefile").read_text(), re.M).group(1).replace(",", " ").split())
+    assert {"all", "fetch_dataset", "report"} <= local
+    for attempt in (1, 2):
+        out = _snakemake("-n", "--cores", "64", "--attempt", str(attempt), "--configfile", str(site), "--config", "study=paper")
+        jobs = [j for j in dry_run_jobs(out.stdout + out.stderr) if j["rule"] not in local]
+        assert len(jobs) > 400, out.stdout[-2000:]
+        assert {j["slurm_account"] for j in jobs} == {"myproject"}
+        gpu_jobs = [j for j in jobs if int(j.get("gpu", 0)) > 0]
+        assert {j["rule"] for j in gpu_jobs} == {"train_model", "sample_model", "sample_sweep"}
+        assert all(j["slurm_partition"] == ("gpu" if j in gpu_jobs else "cpu") for j in jobs)
+        assert all(j["threads"] == int(j["gpu"]) * int(j["cpus_per_gpu"]) == int(j["gpu"]) * 8 for j in gpu_jobs)
+        drugs = next(j for j in jobs if j["rule"] == "train_model" and j["wildcards"].startswith("dataset=geom-drugs,"))
+        assert (drugs["gpu"], drugs["threads"]) == ("4", 32)
+        per = paper["per_dataset"]["geom-drugs"]["resources"]
+        assert int(drugs["mem_mb"]) == per["mem_mb"] * attempt
+        assert int(drugs["runtime"]) == min(72 * 60 * attempt, 96 * 60)  # "72h", capped at max_runtime
+    # Evaluation resources from the study
+    study = {**TINY, "models": {**TINY["models"], "resources": {"eval_threads": 1, "eval_runtime": "2h", "eval_mem_mb": 12000}}}
+    work = copy_workflow(tmp_path / "repo", study)
+    out = _snakemake("-n", "--cores", "4", "results/runs/demo-qm9/quotient/seed0/metrics.json", cwd=work)
+    evaluate = [j for j in dry_run_jobs(out.stdout + out.stderr) if j["rule"] == "evaluate_model"]
+    assert [(j["threads"], j["runtime"], j["mem_mb"]) for j in evaluate] == [(1, "120", "12000")], out.stdout[-2000:]
+    assert "slurm_account" not in evaluate[0] and "slurm_partition" not in evaluate[0]  # no site settings: none set
+
+
 def test_qm9_small_study_dag_resolves_offline():
     """The real-data study: qm9pack (offline) -> QM9 store -> every treatment x seed, the RDKit rows on
     the same 1,000 EDM test molecules, the NFE sweep, the report."""

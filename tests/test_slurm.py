@@ -57,12 +57,13 @@ def snakemake_as_user(work: Path, *args, timeout: int):
     home = work.parent / "home"
     env = tool_env(HOME=str(home), USER=USER, LOGNAME=USER, XDG_CACHE_HOME=str(home / ".cache"),
                    MPLCONFIGDIR=str(home / ".cache"), OMP_NUM_THREADS="1")
+    probe = subprocess.run([*AS_USER, str(BIN / "python"), "-c", "import qdiff, snakemake"], cwd=work, env=env,
+                           capture_output=True, text=True)
+    if probe.returncode != 0:  # CI's checkout and venv must be readable by the Slurm user (jobs run as it)
+        pytest.fail(f"user {USER} cannot run {BIN / 'python'} with this checkout: {probe.stderr.strip()[-500:]}")
     # the Slurm plugin can ignore SIGTERM; only SIGKILL is sure to stop it
     command = ["timeout", "-s", "KILL", str(timeout), *AS_USER, str(BIN / "snakemake"), *args]
-    out = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
-    if AS_USER and out.returncode != 0 and "Permission denied" in out.stderr and "snakemake" not in out.stdout:
-        pytest.fail(f"user {USER} cannot run this checkout's interpreter or code (make them world-readable): {out.stderr[-500:]}")
-    return out
+    return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
 
 
 def submitted(text: str) -> list[str]:
