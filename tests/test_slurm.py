@@ -143,15 +143,17 @@ def test_a_failing_job_is_reported_failed_not_hung(as_user):
 
 
 def test_the_time_limit_warning_signal_makes_training_checkpoint_and_stop(as_user):
-    """The profile's `--signal` (here 60 s before a 2-minute limit, so the test is short) reaches the
+    """The profile's `--signal` (here 60 s before a 3-minute limit, so the test is short) reaches the
     trainer inside the job step: it saves a checkpoint and exits 143 before Slurm's limit, so the job
-    ends FAILED (a retry resumes), not TIMEOUT with the work since the last checkpoint lost."""
+    ends FAILED (a retry resumes), not TIMEOUT with the work since the last checkpoint lost. Slurm
+    checks limits every 30 s and signals up to that much early: from 90 s in, time for the trainer
+    to start under load."""
     config = study(train={**TINY["models"]["train"], "steps": 10_000_000, "checkpoint_every": 10_000_000,
                                                          "checkpoint_minutes": 600, "val_every": 0})
     work = user_workflow(as_user, config)
     run = work / "results" / "runs" / "demo-qm9" / "quotient" / "seed0"
     out = snakemake_as_user(work, f"{run.relative_to(work)}/model.pt", *FAST, "--retries", "0", "--set-resources",
-                            "train_model:runtime=2", "train_model:slurm_extra='--signal=TERM@60'", timeout=900)
+                            "train_model:runtime=3", "train_model:slurm_extra='--signal=TERM@60'", timeout=900)
     text = out.stdout + out.stderr
     assert out.returncode != 0, text[-4000:]
     log = work / "logs" / "runs" / "demo-qm9" / "quotient" / "seed0" / "train.log"
