@@ -1,7 +1,14 @@
 # qdiff workflow: `snakemake --cores 2` runs the offline demo study; see README.md.
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("8.0")
+
+# envs/qdiff.yaml (with --software-deployment-method conda) installs this checkout by absolute path,
+# since Snakemake copies the env file away, and takes torch from QDIFF_TORCH_INDEX (its CUDA build).
+os.environ.setdefault("QDIFF_ROOT", workflow.basedir)
+os.environ.setdefault("QDIFF_TORCH_INDEX", "https://pypi.org/simple")
 
 
 include: "workflow/rules/study.smk"

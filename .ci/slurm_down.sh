@@ -2,7 +2,8 @@
 # Stop what .ci/slurm_up.sh started: drain the queue first (a slurmstepd left behind ignores
 # SIGTERM), then the daemons in reverse order of start.
 BASE=${BASE:-/tmp/qdiff-slurm}
-scancel --user="$(id -un)" 2>/dev/null || true
+# every user's jobs: the tests submit as an unprivileged user
+squeue -h -o %i 2>/dev/null | xargs -r scancel 2>/dev/null || true
 for _ in $(seq 60); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 1; done
 for d in slurmd slurmctld slurmdbd mariadbd munged; do
   if [ -f "$BASE/$d.bgpid" ]; then

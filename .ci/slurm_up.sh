@@ -2,10 +2,15 @@
 # Start a single-node Slurm (Debian's slurm-wlm, munge, slurmdbd on MariaDB so that sacct works)
 # for CI, as root. Daemons run in the foreground as background jobs; PIDs under $BASE for
 # .ci/slurm_down.sh. slurm.conf must be at /etc/slurm/slurm.conf (the jobstep plugin strips SLURM_CONF).
+# Shaped like a real site, on one node: two partitions, `cpu` (the default) and `gpu` (a stand-in
+# for a GPU partition: no GRES, so nothing may ask it for GPUs), and accounting that is enforced,
+# with the unprivileged user $QDIFF_SLURM_USER (default nobody) in two accounts: `ci-default`
+# (its default) and `qdiff` (the one a qdiff site setting names), so sacct shows which one was used.
 set -euo pipefail
 BASE=${BASE:-/tmp/qdiff-slurm}
 CPUS=$(nproc)
 MEM=${MEM_MB:-8000}
+USER_NAME=${QDIFF_SLURM_USER:-nobody}
 export DEBIAN_FRONTEND=noninteractive
 if ! command -v slurmctld >/dev/null || ! command -v mariadbd >/dev/null; then
   apt-get update -qq
@@ -33,9 +38,12 @@ ReturnToService=2
 MinJobAge=600
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
+AccountingStorageEnforce=associations
+AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 NodeName=localhost CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=cpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=localhost MaxTime=INFINITE State=UP
 CONF
 cat > /etc/slurm/slurmdbd.conf <<CONF
 AuthType=auth/munge
@@ -63,6 +71,10 @@ slurmdbd -D >"$BASE/log/slurmdbd.out" 2>&1 &
 echo $! > "$BASE/slurmdbd.bgpid"
 wait_for slurmdbd sacctmgr -n list cluster
 sacctmgr -i add cluster ci >/dev/null 2>&1 || true
+# Accounts and the non-root user's associations (idempotent: "Nothing new added" on a restart).
+sacctmgr -i add account ci-default,qdiff Cluster=ci Description=qdiff-ci Organization=qdiff >/dev/null 2>&1 || true
+sacctmgr -i add user "$USER_NAME" Account=ci-default,qdiff DefaultAccount=ci-default Cluster=ci >/dev/null 2>&1 || true
+sacctmgr -n -P list assoc user="$USER_NAME" format=account | grep -qx qdiff || { echo "slurm_up: no association $USER_NAME/qdiff" >&2; exit 1; }
 slurmctld -D -i >"$BASE/log/slurmctld.out" 2>&1 &
 echo $! > "$BASE/slurmctld.bgpid"
 wait_for slurmctld sh -c 'scontrol ping | grep -q UP'

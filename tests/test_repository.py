@@ -17,7 +17,6 @@ from workflow_fixtures import TINY, copy_workflow, snakemake, tool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
 
 
 def pyproject():
@@ -33,24 +32,54 @@ def requirements(extras=True):
     return reqs
 
 
-def test_conda_env_matches_pyproject():
+CONDA_ENV_PIP = ["--extra-index-url ${QDIFF_TORCH_INDEX}", "-c ${QDIFF_ROOT}/envs/constraints.txt", "-e ${QDIFF_ROOT}"]
+WORKFLOW_ENV = """
+import os, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings()) as api:
+    api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path("Snakefile"), workdir=Path(".")).list_rules()
+print(os.environ.get("QDIFF_ROOT"), os.environ.get("QDIFF_TORCH_INDEX"), file=sys.stderr)
+"""
+
+
+def test_conda_env_installs_this_checkout_pinned_from_where_snakemake_copies_it(tmp_path):
+    """envs/qdiff.yaml gives Python (pyproject's) and pip from conda; pip installs the checkout with
+    pyproject's dependencies at envs/constraints.txt's pins, by absolute paths the Snakefile puts in
+    QDIFF_ROOT, so the file works where Snakemake copies it (<conda-prefix>/<hash>_.yaml, where the
+    old `..` meant .snakemake/). torch's build (CPU / CUDA) comes from QDIFF_TORCH_INDEX."""
     env = yaml.safe_load((ROOT / "envs" / "qdiff.yaml").read_text())
-    conda = {}
-    pip_entries = [d for d in env["dependencies"] if isinstance(d, dict)]
-    listed = [d for d in env["dependencies"] if isinstance(d, str)] + [p for d in pip_entries for p in d["pip"] if p != ".."]
-    for dep in listed:
-        name, _, spec = re.match(r"([A-Za-z0-9_.\-]+)(([<>=!]=?.*)?)", dep).group(1, 2, 2)
-        conda[name] = spec
-    for req in requirements(extras=False):
-        name = CONDA_NAMES.get(req.name, req.name)
-        assert name in conda, f"{req.name} is in pyproject.toml but not in envs/qdiff.yaml"
-        lower = {s.version for s in req.specifier if s.operator == ">="}
-        conda_lower = {s.version for s in SpecifierSet(conda[name]) if s.operator == ">="}
-        # Conda spells calendar versions with a zero-padded month (2024.03 vs 2024.3).
-        norm = lambda vs: {".".join(str(int(p)) for p in v.split(".")) for v in vs}  # noqa: E731
-        assert norm(lower) == norm(conda_lower), f"{req.name}: pyproject {lower} vs conda {conda_lower}"
-    assert "python=3.11" in env["dependencies"]
-    assert any(".." in d["pip"] for d in pip_entries)
+    assert [d for d in env["dependencies"] if isinstance(d, str)] == ["python=3.11", "pip"]
+    assert SpecifierSet(pyproject()["project"]["requires-python"]).contains("3.11")
+    pip = [line for d in env["dependencies"] if isinstance(d, dict) for line in d["pip"]]
+    assert pip == CONDA_ENV_PIP
+    # What the workflow sets (a user's QDIFF_TORCH_INDEX is kept): a parse of the copied workflow.
+    work = copy_workflow(tmp_path / "repo", TINY)
+    base = {k: v for k, v in tool_env().items() if not k.startswith("QDIFF_")}
+    seen = {}
+    for index in (None, "https://download.pytorch.org/whl/cpu"):
+        run = subprocess.run([sys.executable, "-c", WORKFLOW_ENV], cwd=work, capture_output=True, text=True,
+                             env={**base, **({"QDIFF_TORCH_INDEX": index} if index else {})})
+        assert run.returncode == 0, run.stderr[-3000:]
+        seen[index] = run.stderr.split()[-2:]
+    assert seen[None] == [str(work), "https://pypi.org/simple"]
+    assert seen["https://download.pytorch.org/whl/cpu"] == [str(work), "https://download.pytorch.org/whl/cpu"]
+    # Copied as Snakemake does, its pip section written beside it as conda does, then resolved by pip
+    # from there (offline: the dependencies must already be installed at the constraints' pins).
+    copied = tmp_path / "elsewhere" / ".snakemake" / "conda" / "0123abcd_.yaml"
+    copied.parent.mkdir(parents=True)
+    copied.write_bytes((ROOT / "envs" / "qdiff.yaml").read_bytes())
+    pip = [line for d in yaml.safe_load(copied.read_text())["dependencies"] if isinstance(d, dict) for line in d["pip"]]
+    (copied.parent / "condaenv.test.requirements.txt").write_text("\n".join(pip) + "\n")
+    report = tmp_path / "report.json"
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--no-build-isolation", "--quiet",
+                          "--report", str(report), "-r", "condaenv.test.requirements.txt"], cwd=copied.parent, capture_output=True, text=True,
+                         env={**base, "QDIFF_ROOT": seen[None][0], "QDIFF_TORCH_INDEX": seen[None][1]})
+    assert out.returncode == 0, out.stderr[-3000:]
+    install = json.loads(report.read_text())["install"]
+    assert [(i["metadata"]["name"], i["download_info"]["url"]) for i in install] == [("qdiff", work.as_uri())], install
+    assert install[0]["metadata"]["version"] == pyproject()["project"]["version"]
 
 
 def test_constraints_pin_every_dependency_within_its_range():
@@ -161,13 +190,65 @@ def test_paper_study_dag_resolves_offline():
     text = out.stdout + out.stderr
     paper = yaml.safe_load((ROOT / "studies" / "paper.yaml").read_text())["models"]
     runs = len(paper["datasets"]) * len(paper["treatments"]) * len(paper["seeds"])
-    for rule, count in (("train_model", runs), ("sample_model", runs), ("evaluate_model", runs), ("fetch_dataset", 4), ("featurize_raw", 4)):
+    for rule, count in (("train_model", runs), ("sample_model", runs), ("evaluate_model", runs), ("fetch_dataset", 3), ("featurize_raw", 4)):
         assert re.search(rf"^{rule}\s+{count}$", text, re.M), (rule, text[-3000:])
     assert "torchrun --standalone --nnodes=1 --nproc-per-node=4 -m qdiff train --store results/data/geom-drugs.h5" in text
     assert "qdiff fetch pdb --dest resources/pdb --record resources/pdb/fetched.json" in text
+    # GEOM-QM9 and GEOM-DRUGS come from one archive: one download, both featurized from it
+    assert len(re.findall(r"qdiff fetch geom-\S+ --dest resources/geom ", text)) == 1, text[-3000:]
+    assert all(f"qdiff featurize {d} --raw resources/geom " in text for d in ("geom-qm9", "geom-drugs")), text[-3000:]
     assert re.search(r"qdiff sample --run \S+geom-drugs\S+ .*--precision fp32", text), text[-3000:]
     bad = _snakemake("-n", "--config", "study=nope", check=False)
     assert bad.returncode != 0 and "nope" in bad.stdout + bad.stderr
+
+
+SITE = {"slurm": {"account": "myproject", "partition": "cpu", "gpu_partition": "gpu", "max_runtime": "96h"}}
+
+
+def dry_run_jobs(text: str) -> list[dict]:
+    """Every job of a dry run's output: rule, threads, wildcards, resources."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \S+:\n)", text):
+        head = re.match(r"(local)?rule (\S+):\n", block)
+        if head:
+            fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
+            resources = dict(kv.split("=", 1) for kv in fields.get("resources", "").split(", ") if "=" in kv)
+            jobs.append({"rule": head.group(2), "threads": int(fields.get("threads", 1)), "wildcards": fields.get("wildcards", ""),
+                         **resources})
+    return jobs
+
+
+def test_on_a_site_every_job_names_the_account_and_every_gpu_job_the_gpu_partition(tmp_path):
+    """The paper study with a site's `slurm` section, without Slurm (the real-Slurm run is
+    tests/test_slurm.py): the plugin's own slurm_account on every submitted job, slurm_partition gpu
+    exactly on the jobs that ask for GPUs (training, sampling and the NFE sweep: all of them, from one
+    setting), threads = gpus x cpus_per_gpu on them, memory and time limits x attempt up to max_runtime."""
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump(SITE))
+    paper = yaml.safe_load((ROOT / "studies" / "paper.yaml").read_text())["models"]
+    local = set(re.search(r"^localrules:\n((?:    \w+,\n)+)", (ROOT / "Snakefile").read_text(), re.M).group(1).replace(",", " ").split())
+    assert {"all", "fetch_dataset", "report"} <= local
+    for attempt in (1, 2):
+        out = _snakemake("-n", "--cores", "64", "--attempt", str(attempt), "--configfile", str(site), "--config", "study=paper")
+        jobs = [j for j in dry_run_jobs(out.stdout + out.stderr) if j["rule"] not in local]
+        assert len(jobs) > 400, out.stdout[-2000:]
+        assert {j["slurm_account"] for j in jobs} == {"myproject"}
+        gpu_jobs = [j for j in jobs if int(j.get("gpu", 0)) > 0]
+        assert {j["rule"] for j in gpu_jobs} == {"train_model", "sample_model", "sample_sweep"}
+        assert all(j["slurm_partition"] == ("gpu" if j in gpu_jobs else "cpu") for j in jobs)
+        assert all(j["threads"] == int(j["gpu"]) * int(j["cpus_per_gpu"]) == int(j["gpu"]) * 8 for j in gpu_jobs)
+        drugs = next(j for j in jobs if j["rule"] == "train_model" and j["wildcards"].startswith("dataset=geom-drugs,"))
+        assert (drugs["gpu"], drugs["threads"]) == ("4", 32)
+        per = paper["per_dataset"]["geom-drugs"]["resources"]
+        assert int(drugs["mem_mb"]) == per["mem_mb"] * attempt
+        assert int(drugs["runtime"]) == min(72 * 60 * attempt, 96 * 60)  # "72h", capped at max_runtime
+    # Evaluation resources from the study
+    study = {**TINY, "models": {**TINY["models"], "resources": {"eval_threads": 1, "eval_runtime": "2h", "eval_mem_mb": 12000}}}
+    work = copy_workflow(tmp_path / "repo", study)
+    out = _snakemake("-n", "--cores", "4", "results/runs/demo-qm9/quotient/seed0/metrics.json", cwd=work)
+    evaluate = [j for j in dry_run_jobs(out.stdout + out.stderr) if j["rule"] == "evaluate_model"]
+    assert [(j["threads"], j["runtime"], j["mem_mb"]) for j in evaluate] == [(1, "120", "12000")], out.stdout[-2000:]
+    assert "slurm_account" not in evaluate[0] and "slurm_partition" not in evaluate[0]  # no site settings: none set
 
 
 def test_qm9_small_study_dag_resolves_offline():

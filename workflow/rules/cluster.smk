@@ -10,8 +10,10 @@ rule gpu_smoke:
         "../../envs/qdiff.yaml"
     threads: 1
     resources:
-        runtime=10,
-        mem_mb=4000,
-        gpu=1,
+        runtime=per_attempt("runtime", 10),
+        mem_mb=per_attempt("mem_mb", 4000),
+        gpu=gpu_request(one_gpu),
+        slurm_partition=slurm_partition(one_gpu),
+        slurm_account=slurm_account,
     shell:
         "python -m qdiff.gpu_smoke --out {output} > {log} 2>&1"

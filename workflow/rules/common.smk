@@ -122,22 +122,153 @@ def train_resource(key, default):
     return get
 
 
+# --- Cluster resources. The study says what a job needs (`models.resources`); the `slurm` section
+# (a site file given with --configfile, or the study config) says where it runs. Unset values give
+# None, which Snakemake drops, so a run without a `slurm` section submits as before.
+
+
+def slurm_setting(key, default=None):
+    return (config.get("slurm") or {}).get(key, default)
+
+
+def train_gpus(wildcards):
+    """GPUs a training job uses (the dataset's `resources.gpus`)."""
+    return int(model_section(wildcards.dataset, "resources").get("gpus", 0))
+
+
 def sample_gpus(wildcards):
     """One GPU for sampling when the dataset trains on GPUs."""
-    return min(1, int(model_section(wildcards.dataset, "resources").get("gpus", 0)))
+    return min(1, train_gpus(wildcards))
+
+
+def one_gpu(wildcards):
+    return 1
+
+
+def gpu_request(gpus):
+    """The `gpu` resource (the plugin's --gpus): the job's GPU count, or 0 with
+    `slurm.request_gpus: false` (CI's stand-in GPU partition has no GRES; the job runs on CPU).
+    """
+
+    def get(wildcards):
+        return gpus(wildcards) if slurm_setting("request_gpus", True) else 0
+
+    return get
+
+
+def slurm_partition(gpus=None):
+    """The plugin's `slurm_partition`: `slurm.gpu_partition` for a job that uses a GPU (every GPU
+    rule, from this one setting), `slurm.partition` otherwise; None (unset) without them.
+    """
+
+    def get(wildcards):
+        if gpus is not None and gpus(wildcards) > 0 and slurm_setting("gpu_partition"):
+            return slurm_setting("gpu_partition")
+        return slurm_setting("partition")
+
+    return get
+
+
+def slurm_account(wildcards):
+    """The plugin's `slurm_account` (sbatch -A) from `slurm.account`; None leaves it unset."""
+    return slurm_setting("account")
+
+
+def gpu_threads(gpus):
+    """Threads of a job that may use GPUs: `cpus_per_gpu` per GPU when it has GPUs (so
+    OMP_NUM_THREADS and the job's CPU request agree), else `models.resources.threads` (1).
+    """
+
+    def get(wildcards):
+        n = gpus(wildcards)
+        resources = model_section(wildcards.dataset, "resources")
+        if n > 0:
+            return n * max(1, int(resources.get("cpus_per_gpu", 1)))
+        return int(resources.get("threads", 1))
+
+    return get
+
+
+def cpus_per_gpu(gpus):
+    """`cpus_per_gpu` for a job that requests GPUs with a per-GPU CPU count; otherwise None, and
+    the plugin asks for --cpus-per-task = threads (the same number)."""
+
+    def get(wildcards):
+        per_gpu = int(
+            model_section(wildcards.dataset, "resources").get("cpus_per_gpu", 0)
+        )
+        requested = gpus(wildcards) if slurm_setting("request_gpus", True) else 0
+        return per_gpu if requested > 0 and per_gpu > 0 else None
+
+    return get
+
+
+def minutes(value):
+    """A runtime as minutes: an int is minutes, a string a time span ("48h", "90m")."""
+    if isinstance(value, str):
+        from humanfriendly import parse_timespan
+
+        return max(1, round(parse_timespan(value) / 60))
+    return int(value)
+
+
+def per_attempt(kind, base, key=None):
+    """A `mem_mb` or `runtime` resource that grows with Snakemake's `attempt` (1, 2, ... under
+    --retries): the value times the attempt, runtimes capped at `slurm.max_runtime` (a partition's
+    time limit) when set. The value is `base`, or the study's `models.resources.<key>` (per dataset
+    too) with `base` as its default."""
+
+    def get(wildcards, attempt):
+        value = base
+        if key is not None:
+            value = model_section(wildcards.dataset, "resources").get(key, base)
+        if kind == "runtime":
+            value = minutes(value) * attempt
+            cap = slurm_setting("max_runtime")
+            return min(value, minutes(cap)) if cap is not None else value
+        return int(value) * attempt
+
+    return get
 
 
 def train_launcher(wildcards):
     """`qdiff` on one device; `torchrun` with one process per GPU on one node otherwise."""
-    gpus = int(model_section(wildcards.dataset, "resources").get("gpus", 0))
+    gpus = train_gpus(wildcards)
     if gpus > 1:
         return f"torchrun --standalone --nnodes=1 --nproc-per-node={gpus} -m qdiff"
     return "qdiff"
 
 
+# Raw download folder (resources/<raw>) of each fetched dataset: the GEOM subsets share one archive.
+RAW_FOLDER = {"qm9": "qm9", "geom-qm9": "geom", "geom-drugs": "geom", "pdb": "pdb"}
+
+
+def fetch_record(wildcards):
+    return f"resources/{RAW_FOLDER[wildcards.dataset]}/fetched.json"
+
+
+def fetched_datasets(raw):
+    """The study's datasets fetched into resources/<raw> (any one of them names the download)."""
+    datasets = [d for d in config["data"]["datasets"] if RAW_FOLDER.get(d) == raw]
+    return datasets or [d for d, folder in RAW_FOLDER.items() if folder == raw]
+
+
+def fetch_name(wildcards):
+    return fetched_datasets(wildcards.raw)[0]
+
+
 def fetch_flags(wildcards):
-    """`qdiff fetch` options from `data.fetch.<dataset>` (key -> --key, true -> a bare flag)."""
-    options = config["data"].get("fetch", {}).get(wildcards.dataset, {})
+    """`qdiff fetch` options from `data.fetch.<dataset>` (key -> --key, true -> a bare flag); the
+    datasets sharing a download must agree on them."""
+    fetch = config["data"].get("fetch", {})
+    datasets = fetched_datasets(wildcards.raw)
+    options = fetch.get(datasets[0], {})
+    for other in datasets[1:]:
+        if fetch.get(other, {}) != options:
+            raise ValueError(
+                f"data.fetch: {datasets[0]} and {other} share one download "
+                f"(resources/{wildcards.raw}); give them the same fetch settings"
+            )
     flags = []
     for key, value in sorted(options.items()):
         flag = f"--{key.replace('_', '-')}"

@@ -1,14 +1,15 @@
 # Data: fetch raw files (internet; local rule, retried), featurize into HDF5, summarize.
-# Demo sets are built offline from installed packages and need no fetch.
+# Demo sets are built offline from installed packages and need no fetch. GEOM-QM9 and GEOM-DRUGS
+# are two subsets of one archive: one download into resources/geom serves both.
 
 
 rule fetch_dataset:
     output:
-        protected("resources/{dataset}/fetched.json"),
+        protected("resources/{raw}/fetched.json"),
     log:
-        "logs/data/{dataset}.fetch.log",
+        "logs/data/{raw}.fetch.log",
     wildcard_constraints:
-        dataset="qm9|geom-qm9|geom-drugs|pdb",
+        raw="qm9|geom|pdb",
     retries: 3
     conda:
         "../../envs/qdiff.yaml"
@@ -18,14 +19,15 @@ rule fetch_dataset:
         mem_mb=2000,
     params:
         dest=subpath(output[0], parent=True),
+        dataset=fetch_name,
         flags=fetch_flags,
     shell:
-        "qdiff fetch {wildcards.dataset} --dest {params.dest} --record {output} {params.flags} > {log} 2>&1"
+        "qdiff fetch {params.dataset} --dest {params.dest} --record {output} {params.flags} > {log} 2>&1"
 
 
 rule featurize_raw:
     input:
-        "resources/{dataset}/fetched.json",
+        fetch_record,
     output:
         "results/data/{dataset}.h5",
     log:
@@ -38,8 +40,10 @@ rule featurize_raw:
         "../../envs/qdiff.yaml"
     threads: 8
     resources:
-        runtime=720,
-        mem_mb=16000,
+        runtime=per_attempt("runtime", 720),
+        mem_mb=per_attempt("mem_mb", 16000),
+        slurm_partition=slurm_partition(),
+        slurm_account=slurm_account,
     params:
         raw=subpath(input[0], parent=True),
         settings=featurize_settings,
@@ -65,8 +69,10 @@ rule featurize_offline:
     # run. demo-drugs' RDKit embedding still uses both cores while the other two featurize.
     threads: 1
     resources:
-        runtime=30,
-        mem_mb=3000,
+        runtime=per_attempt("runtime", 30),
+        mem_mb=per_attempt("mem_mb", 3000),
+        slurm_partition=slurm_partition(),
+        slurm_account=slurm_account,
     params:
         settings=featurize_settings,
     shell:

@@ -16,15 +16,17 @@ rule train_model:
         seed=r"\d+",
     # long jobs first, so the short ones (toy, evaluation) fill the cores at the end
     priority: 10
-    retries: 1
+    # No rule-level `retries:`: the profile's (or --retries) decides; each attempt resumes.
     conda:
         "../../envs/qdiff.yaml"
-    threads: 1
+    threads: gpu_threads(train_gpus)
     resources:
-        runtime=train_resource("runtime", 60),
-        mem_mb=train_resource("mem_mb", 4000),
-        gpu=train_resource("gpus", 0),
-        cpus_per_gpu=train_resource("cpus_per_gpu", 0),
+        runtime=per_attempt("runtime", 60, "runtime"),
+        mem_mb=per_attempt("mem_mb", 4000, "mem_mb"),
+        gpu=gpu_request(train_gpus),
+        cpus_per_gpu=cpus_per_gpu(train_gpus),
+        slurm_partition=slurm_partition(train_gpus),
+        slurm_account=slurm_account,
     params:
         run=subpath(output[0], parent=True),
         launcher=train_launcher,
@@ -45,11 +47,14 @@ rule sample_model:
         "logs/benchmarks/runs/{dataset}/{treatment}/seed{seed}/sample.tsv"
     conda:
         "../../envs/qdiff.yaml"
-    threads: 1
+    threads: gpu_threads(sample_gpus)
     resources:
-        runtime=train_resource("sample_runtime", 30),
-        mem_mb=4000,
-        gpu=sample_gpus,
+        runtime=per_attempt("runtime", 30, "sample_runtime"),
+        mem_mb=per_attempt("mem_mb", 4000, "sample_mem_mb"),
+        gpu=gpu_request(sample_gpus),
+        cpus_per_gpu=cpus_per_gpu(sample_gpus),
+        slurm_partition=slurm_partition(sample_gpus),
+        slurm_account=slurm_account,
     params:
         run=subpath(input[0], parent=True),
         flags=sample_flags,
@@ -71,8 +76,10 @@ rule evaluate_model:
         "../../envs/qdiff.yaml"
     threads: train_resource("eval_threads", 2)
     resources:
-        runtime=30,
-        mem_mb=4000,
+        runtime=per_attempt("runtime", 30, "eval_runtime"),
+        mem_mb=per_attempt("mem_mb", 4000, "eval_mem_mb"),
+        slurm_partition=slurm_partition(),
+        slurm_account=slurm_account,
     shell:
         "qdiff evaluate --samples {input.samples} --reference {input.reference} --out {output}"
         " --workers {threads} > {log} 2>&1"
@@ -93,11 +100,14 @@ rule sample_sweep:
         steps=r"\d+",
     conda:
         "../../envs/qdiff.yaml"
-    threads: 1
+    threads: gpu_threads(sample_gpus)
     resources:
-        runtime=train_resource("sample_runtime", 30),
-        mem_mb=4000,
-        gpu=sample_gpus,
+        runtime=per_attempt("runtime", 30, "sample_runtime"),
+        mem_mb=per_attempt("mem_mb", 4000, "sample_mem_mb"),
+        gpu=gpu_request(sample_gpus),
+        cpus_per_gpu=cpus_per_gpu(sample_gpus),
+        slurm_partition=slurm_partition(sample_gpus),
+        slurm_account=slurm_account,
     params:
         run=subpath(input[0], parent=True),
         flags=sample_flags,
@@ -132,8 +142,10 @@ rule classical_baseline:
         "../../envs/qdiff.yaml"
     threads: 1
     resources:
-        runtime=60,
-        mem_mb=4000,
+        runtime=per_attempt("runtime", 60),
+        mem_mb=per_attempt("mem_mb", 4000),
+        slurm_partition=slurm_partition(),
+        slurm_account=slurm_account,
     params:
         flags=baseline_flags,
     shell:

@@ -17,9 +17,12 @@ rule toy_run:
     conda:
         "../../envs/qdiff.yaml"
     threads: 1
+    # Seconds-long jobs: the Slurm profile groups them (`groups`/`group-components`).
     resources:
-        runtime=30,
-        mem_mb=2000,
+        runtime=per_attempt("runtime", 30),
+        mem_mb=per_attempt("mem_mb", 2000),
+        slurm_partition=slurm_partition(),
+        slurm_account=slurm_account,
     params:
         samples=config["toy"]["samples"],
         steps=config["toy"]["steps"],
