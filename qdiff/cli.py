@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
 from .choices import CURVATURE_SIGNS, PARAMETERIZATIONS, TREATMENTS
@@ -167,6 +168,10 @@ def _add_data_commands(sub) -> None:
     z.add_argument("--config", help="YAML with a `featurize:` section of settings for this dataset")
     z.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="one setting (value parsed as YAML), overriding --config; repeatable")
+    z.add_argument("--keep-versions", nargs="?", const="", default=None, metavar="DIR",
+                   help="also keep the new store as a version under DIR/<store name>/ (a hard link; default DIR: "
+                        "versions/ beside --out), so it stays retrievable after the store is rewritten "
+                        "(`qdiff data versions`, `qdiff data diff --previous`)")
     z.set_defaults(func=_run_featurize)
 
     d = sub.add_parser("data", help="inspect stores")
@@ -175,11 +180,19 @@ def _add_data_commands(sub) -> None:
     i.add_argument("store")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_run_data_info)
-    df = dsub.add_parser("diff", help="what a dataset update added, removed and changed")
-    df.add_argument("old")
-    df.add_argument("new")
+    df = dsub.add_parser("diff", help="what a dataset update added, removed and changed",
+                         description="qdiff data diff OLD NEW, or qdiff data diff --previous STORE: the version "
+                                     "kept before the current one (featurize --keep-versions) against STORE")
+    df.add_argument("stores", nargs="+", metavar="STORE", help="OLD NEW, or one STORE with --previous")
+    df.add_argument("--previous", action="store_true", help="compare STORE's previous kept version with STORE")
+    df.add_argument("--versions", metavar="DIR", help="where the versions are kept (default: versions/ beside the store)")
     df.add_argument("--json", action="store_true")
     df.set_defaults(func=_run_data_diff)
+    v = dsub.add_parser("versions", help="the versions of a store kept by featurize --keep-versions")
+    v.add_argument("store")
+    v.add_argument("--versions", metavar="DIR", help="where the versions are kept (default: versions/ beside the store)")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=_run_data_versions)
 
 
 def _run_fetch(args: argparse.Namespace) -> int:
@@ -255,6 +268,11 @@ def _run_featurize(args: argparse.Namespace) -> int:
         settings = dict(chosen or {})
     settings.update(_set_options(args.set))
     summary = featurize(args.dataset, args.raw, args.out, settings)
+    if args.keep_versions is not None:
+        from .data.versions import keep_version
+
+        kept = keep_version(args.out, args.keep_versions or None)
+        print(f"{args.out}: version kept as {kept}")
     counted = f"{summary['chains']} chains in {summary['structures']} structures" if "chains" in summary else f"{summary['molecules']} molecules"
     print(f"{args.out}: {counted}, {summary['failures']} recorded failures (source {summary['source']})")
     return 0
@@ -271,8 +289,38 @@ def _run_data_info(args: argparse.Namespace) -> int:
 def _run_data_diff(args: argparse.Namespace) -> int:
     from .data.info import format_diff, store_diff
 
-    diff = store_diff(args.old, args.new)
+    if args.previous:
+        if len(args.stores) != 1:
+            raise SettingsError("data diff --previous takes one store (the current version)")
+        from .data.versions import previous_version
+
+        old, new = previous_version(args.stores[0], args.versions), args.stores[0]
+    elif len(args.stores) != 2:
+        raise SettingsError("data diff takes two stores, OLD NEW (or one store with --previous)")
+    else:
+        old, new = args.stores
+    diff = store_diff(old, new)
     print(json.dumps(diff, indent=2) if args.json else format_diff(diff))
+    return 0
+
+
+def _run_data_versions(args: argparse.Namespace) -> int:
+    from .data.identity import short, store_identity
+    from .data.versions import list_versions, versions_folder
+
+    history = list_versions(args.store, args.versions)
+    current = store_identity(args.store)["content_sha256"] if os.path.isfile(args.store) else None
+    if args.json:
+        print(json.dumps({"store": args.store, "current": current, "versions": history}, indent=2))
+        return 0
+    if not history:
+        print(f"{args.store}: no versions kept in {versions_folder(args.store, args.versions)}")
+        return 0
+    for entry in history:
+        mark = "*" if entry["content_sha256"] == current else " "
+        gone = "" if entry["present"] else "  (deleted)"
+        snap = f"  snapshot {entry['snapshot_date']}" if entry.get("snapshot_date") else ""
+        print(f"{mark} {entry['written']}  {short(entry['content_sha256'])}{snap}  {entry['path']}{gone}")
     return 0
 
 
