@@ -222,7 +222,8 @@ def _run_fetch_pdb(args: argparse.Namespace):
     from pathlib import Path
 
     from .data.sources.pdb import (
-        CLUSTERS_URL, DEFAULT_BASE_URL, fetch_index_files, fetch_pdb, normalize_ids, read_ids_file, select_candidates,
+        CLUSTERS_URL, DEFAULT_BASE_URL, check_snapshot_date, fetch_index_files, fetch_pdb, index_file_hashes, normalize_ids,
+        read_ids_file, select_candidates,
     )
 
     ids: list[str] = []
@@ -232,7 +233,8 @@ def _run_fetch_pdb(args: argparse.Namespace):
         ids += read_ids_file(args.ids_file)
     dest = Path(args.dest or "resources/pdb")
     if args.index_url:
-        args.index_dir = fetch_index_files(dest, None if args.index_url == "default" else args.index_url, args.retries)
+        args.index_dir = fetch_index_files(dest, None if args.index_url == "default" else args.index_url, args.retries,
+                                           snapshot=check_snapshot_date(args.snapshot))
     if args.index_dir:
         kept, dropped = select_candidates(args.index_dir, max_resolution=args.max_resolution, before=args.snapshot)
         ids += kept
@@ -245,12 +247,20 @@ def _run_fetch_pdb(args: argparse.Namespace):
         raise ValueError("fetch pdb needs --ids, --ids-file or --index-dir")
     path = fetch_pdb(ids, dest, base_url=args.base_url or DEFAULT_BASE_URL, snapshot=args.snapshot,
                      workers=args.workers, retries=args.retries, refresh=args.refresh,
-                     clusters_url=(CLUSTERS_URL if args.clusters == "default" else args.clusters))
-    entries = json.loads(path.read_text())["entries"]
+                     clusters_url=(CLUSTERS_URL if args.clusters == "default" else args.clusters),
+                     index_files=index_file_hashes(args.index_dir) if args.index_dir else None)
+    manifest = json.loads(path.read_text())
+    entries = manifest["entries"]
     errors = {k: v["error"] for k, v in entries.items() if "error" in v}
-    print(f"{path}: {len(entries) - len(errors)} entries cached, {len(errors)} failed")
+    excluded = {k: v["excluded"] for k, v in entries.items() if "excluded" in v}
+    print(f"{path}: {len(entries) - len(errors)} entries cached, {len(errors)} failed"
+          + (f", {len(excluded)} not the version of snapshot {manifest['snapshot_date']} (kept out)" if excluded else ""))
     for pid, error in sorted(errors.items()):
         print(f"  {pid}: {error}")
+    for pid, why in sorted(excluded.items()):
+        print(f"  {pid}: kept out: {why}")
+    if "warning" in manifest.get("clusters", {}):
+        print(f"warning: clusters: {manifest['clusters']['warning']}")
     return path
 
 
