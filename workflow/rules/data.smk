@@ -1,10 +1,16 @@
 # Data: fetch raw files (internet; local rule, retried), featurize into HDF5, summarize.
 # Demo sets are built offline from installed packages and need no fetch.
+# Every store version featurize writes is also kept (a hard link) under results/data/versions/
+# (`qdiff data versions`, `qdiff data diff --previous results/data/<dataset>.h5`); the current one
+# stays at results/data/<dataset>.h5, which the model rules read.
+STORE_VERSIONS = "results/data/versions"
 
 
+# Not protected(): a dataset update re-runs the fetch (a changed `data.fetch` setting, or
+# `snakemake -R fetch_dataset`), and a write-protected record stops that for a normal user.
 rule fetch_dataset:
     output:
-        protected("resources/{dataset}/fetched.json"),
+        "resources/{dataset}/fetched.json",
     log:
         "logs/data/{dataset}.fetch.log",
     wildcard_constraints:
@@ -43,8 +49,10 @@ rule featurize_raw:
     params:
         raw=subpath(input[0], parent=True),
         settings=featurize_settings,
+        versions=STORE_VERSIONS,
     shell:
-        "qdiff featurize {wildcards.dataset} --raw {params.raw} --out {output} {params.settings} > {log} 2>&1"
+        "qdiff featurize {wildcards.dataset} --raw {params.raw} --out {output} {params.settings}"
+        " --keep-versions {params.versions} > {log} 2>&1"
 
 
 rule featurize_offline:
@@ -69,8 +77,10 @@ rule featurize_offline:
         mem_mb=3000,
     params:
         settings=featurize_settings,
+        versions=STORE_VERSIONS,
     shell:
-        "qdiff featurize {wildcards.dataset} --out {output} {params.settings} > {log} 2>&1"
+        "qdiff featurize {wildcards.dataset} --out {output} {params.settings}"
+        " --keep-versions {params.versions} > {log} 2>&1"
 
 
 rule data_info:
