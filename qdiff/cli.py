@@ -153,7 +153,8 @@ def _add_data_commands(sub) -> None:
                      help="download the wwPDB index files first (into <dest>/index) and select from them")
     pdb.add_argument("--max-resolution", type=_positive_float, help="with --index-dir/--index-url: resolution cutoff in Å")
     pdb.add_argument("--base-url", default=None, help="entry server (default https://files.rcsb.org/download)")
-    pdb.add_argument("--snapshot", type=_date, help="snapshot date (YYYY-MM-DD) recorded in snapshot.json")
+    pdb.add_argument("--snapshot", type=_date, help="snapshot date (YYYY-MM-DD, default today UTC): entries released or revised after it are "
+                     "kept out, and the first fetch of a date pins its entries' sha256 (snapshots/<date>.json)")
     pdb.add_argument("--workers", type=_positive_int, default=8, help="concurrent downloads")
     pdb.add_argument("--refresh", action="store_true", help="download again instead of reusing the cache")
     pdb.add_argument("--clusters", nargs="?", const="default", metavar="URL",
