@@ -165,6 +165,15 @@ def test_samples_and_metrics_record_the_store_versions_and_refuse_a_rewritten_st
     result = json.loads(metrics.read_text())
     assert result["reference_store"]["content_sha256"] == sha_a and result["trained_on"]["content_sha256"] == sha_a
     assert result["samples_sha256"] == samples_sha
+    # A report names the store version of each dataset, and refuses metrics of two versions side by side.
+    assert main(["report", "--metrics", str(metrics), "--out", str(tmp_path / "report")]) == 0
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["stores"] == {"demo-qm9": sha_a}
+    other = dict(result, seed=1, reference_store={**result["reference_store"], "content_sha256": sha_b})
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    capsys.readouterr()
+    assert main(["report", "--metrics", str(metrics), str(tmp_path / "other.json"), "--out", str(tmp_path / "r2")]) == errors.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "different store versions" in err and sha_a[:12] in err and sha_b[:12] in err
 
     put(b, path)  # the store is updated; the run and its samples are of the old version
     capsys.readouterr()

@@ -50,7 +50,8 @@ def _feed(h: "hashlib._Hash", tag: str, payload: bytes) -> None:
 
 def content_sha256(h5) -> str:
     """The content digest of an open h5py File (read or write mode): every object in sorted name
-    order; string data with length prefixes, numeric data as little-endian C-order bytes."""
+    order; variable-length strings one by one with length prefixes, other data as little-endian
+    C-order bytes."""
     import h5py
 
     h = hashlib.sha256()
@@ -66,7 +67,7 @@ def content_sha256(h5) -> str:
         if obj.shape == ():
             _feed(h, "scalar", repr(_plain(obj[()])).encode())
             continue
-        strings = h5py.check_string_dtype(obj.dtype) is not None or obj.dtype == object
+        strings = obj.dtype.kind == "O"  # variable-length strings; fixed-length ones hash as bytes
         for start in range(0, obj.shape[0], _ROWS):
             block = obj[start : start + _ROWS]
             if strings:
