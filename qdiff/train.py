@@ -618,7 +618,8 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.json", json.dumps(c, indent=2, sort_keys=True) + "\n")
         if lead:
             print(f"model {c['model']['name']}: {count_parameters(self.model):,} parameters; treatment {c['treatment']}; "
-                  f"{len(self.dataset)} training items; {self.world} process(es); starting at step {self.step}", flush=True)
+                  f"{len(self.dataset)} training items of {describe(self.store_identity)}; {self.world} process(es); "
+                  f"starting at step {self.step}", flush=True)
         handler = _Preemption()
         previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGUSR1)}
         board = _tensorboard(self.run_dir / "tensorboard") if c["tensorboard"] and lead else None

@@ -215,6 +215,7 @@ def test_featurize_keeps_versions_for_a_diff_against_the_previous_one(tmp_path, 
     assert main(["data", "versions", str(store), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [v["content_sha256"] for v in listed["versions"]] == [first, second] and listed["current"] == second
+    assert json.loads(main_json(["data", "info", str(store), "--json"], capsys))["provenance"]["content_sha256"] == second
     assert main(["data", "diff", str(store)]) == errors.EXIT_SETTINGS  # one store needs --previous
 
 
