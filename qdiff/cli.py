@@ -180,6 +180,8 @@ def _add_data_commands(sub) -> None:
     i = dsub.add_parser("info", help="counts, splits, atom-count histogram, failures, provenance")
     i.add_argument("store")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--verify", action="store_true",
+                   help="also recompute the content digest from the data and check it against the recorded one")
     i.set_defaults(func=_run_data_info)
     df = dsub.add_parser("diff", help="what a dataset update added, removed and changed",
                          description="qdiff data diff OLD NEW, or qdiff data diff --previous STORE: the version "
@@ -293,6 +295,15 @@ def _run_data_info(args: argparse.Namespace) -> int:
     from .data.info import format_info, store_info
 
     info = store_info(args.store)
+    if args.verify:
+        from .data.identity import verify_store
+        from .errors import InputFileError
+
+        recorded, computed = verify_store(args.store)
+        if recorded is not None and recorded != computed:
+            raise InputFileError(f"{args.store}: content digest {computed[:12]}... differs from the recorded {recorded[:12]}...: "
+                                 "the store was modified or damaged after it was written; featurize it again")
+        info["verified_content_sha256"] = computed
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0
 

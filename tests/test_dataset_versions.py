@@ -59,6 +59,8 @@ def test_the_identity_is_a_digest_of_the_content(stores, tmp_path):
         h5["positions"][0, 0] += np.float32(0.5)
     recorded, computed = verify_store(edited)
     assert recorded == ia["content_sha256"] != computed
+    assert main(["data", "info", str(edited), "--verify"]) == errors.EXIT_INPUT
+    assert main(["data", "info", str(a), "--verify"]) == 0
     # The writer's version is not content; the digest attribute itself is not hashed; a store of an
     # older qdiff (no digest) gets the same identity, computed on demand.
     legacy = tmp_path / "legacy.h5"
