@@ -22,6 +22,7 @@ import numpy as np
 
 from .data.chem import mol_from_arrays
 from .data.molecule_store import SAMPLES_SCHEMA, MoleculeStore, MoleculeStoreWriter
+from .data.identity import store_identity
 from .data.records import MoleculeRecord
 from .data.sdf import write_sdf
 from .atomic import check_not_an_input, clear_outputs
@@ -126,6 +127,7 @@ def generate_etkdg(reference: str | Path, out: str | Path, *, split: str | None,
             writer.attrs["nfe_per_sample"] = 0
             writer.attrs["chirality_not_enforced"] = relaxed
             writer.attrs["reference_store"] = str(reference)
+            writer.attrs["reference_store_sha256"] = store_identity(reference)["content_sha256"]
             summary = {"method": method, "molecules": len(rows), "failed": len(failures), "fewer_than_asked": short,
                        "mmff_missing": mmff_missing, "chirality_not_enforced": relaxed}
             if sdf:  # before the store is committed: a samples store means its SDF is complete

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
 from .choices import CURVATURE_SIGNS, PARAMETERIZATIONS, TREATMENTS
@@ -152,7 +153,8 @@ def _add_data_commands(sub) -> None:
                      help="download the wwPDB index files first (into <dest>/index) and select from them")
     pdb.add_argument("--max-resolution", type=_positive_float, help="with --index-dir/--index-url: resolution cutoff in Å")
     pdb.add_argument("--base-url", default=None, help="entry server (default https://files.rcsb.org/download)")
-    pdb.add_argument("--snapshot", type=_date, help="snapshot date (YYYY-MM-DD) recorded in snapshot.json")
+    pdb.add_argument("--snapshot", type=_date, help="snapshot date (YYYY-MM-DD, default today UTC): entries released or revised after it are "
+                     "kept out, and the first fetch of a date pins its entries' sha256 (snapshots/<date>.json)")
     pdb.add_argument("--workers", type=_positive_int, default=8, help="concurrent downloads")
     pdb.add_argument("--refresh", action="store_true", help="download again instead of reusing the cache")
     pdb.add_argument("--clusters", nargs="?", const="default", metavar="URL",
@@ -167,6 +169,10 @@ def _add_data_commands(sub) -> None:
     z.add_argument("--config", help="YAML with a `featurize:` section of settings for this dataset")
     z.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="one setting (value parsed as YAML), overriding --config; repeatable")
+    z.add_argument("--keep-versions", nargs="?", const="", default=None, metavar="DIR",
+                   help="also keep the new store as a version under DIR/<store name>/ (a hard link; default DIR: "
+                        "versions/ beside --out), so it stays retrievable after the store is rewritten "
+                        "(`qdiff data versions`, `qdiff data diff --previous`)")
     z.set_defaults(func=_run_featurize)
 
     d = sub.add_parser("data", help="inspect stores")
@@ -174,12 +180,22 @@ def _add_data_commands(sub) -> None:
     i = dsub.add_parser("info", help="counts, splits, atom-count histogram, failures, provenance")
     i.add_argument("store")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--verify", action="store_true",
+                   help="also recompute the content digest from the data and check it against the recorded one")
     i.set_defaults(func=_run_data_info)
-    df = dsub.add_parser("diff", help="what a dataset update added, removed and changed")
-    df.add_argument("old")
-    df.add_argument("new")
+    df = dsub.add_parser("diff", help="what a dataset update added, removed and changed",
+                         description="qdiff data diff OLD NEW, or qdiff data diff --previous STORE: the version "
+                                     "kept before the current one (featurize --keep-versions) against STORE")
+    df.add_argument("stores", nargs="+", metavar="STORE", help="OLD NEW, or one STORE with --previous")
+    df.add_argument("--previous", action="store_true", help="compare STORE's previous kept version with STORE")
+    df.add_argument("--versions", metavar="DIR", help="where the versions are kept (default: versions/ beside the store)")
     df.add_argument("--json", action="store_true")
     df.set_defaults(func=_run_data_diff)
+    v = dsub.add_parser("versions", help="the versions of a store kept by featurize --keep-versions")
+    v.add_argument("store")
+    v.add_argument("--versions", metavar="DIR", help="where the versions are kept (default: versions/ beside the store)")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=_run_data_versions)
 
 
 def _run_fetch(args: argparse.Namespace) -> int:
@@ -209,7 +225,8 @@ def _run_fetch_pdb(args: argparse.Namespace):
     from pathlib import Path
 
     from .data.sources.pdb import (
-        CLUSTERS_URL, DEFAULT_BASE_URL, fetch_index_files, fetch_pdb, normalize_ids, read_ids_file, select_candidates,
+        CLUSTERS_URL, DEFAULT_BASE_URL, check_snapshot_date, fetch_index_files, fetch_pdb, index_file_hashes, normalize_ids,
+        read_ids_file, select_candidates,
     )
 
     ids: list[str] = []
@@ -219,7 +236,8 @@ def _run_fetch_pdb(args: argparse.Namespace):
         ids += read_ids_file(args.ids_file)
     dest = Path(args.dest or "resources/pdb")
     if args.index_url:
-        args.index_dir = fetch_index_files(dest, None if args.index_url == "default" else args.index_url, args.retries)
+        args.index_dir = fetch_index_files(dest, None if args.index_url == "default" else args.index_url, args.retries,
+                                           snapshot=check_snapshot_date(args.snapshot))
     if args.index_dir:
         kept, dropped = select_candidates(args.index_dir, max_resolution=args.max_resolution, before=args.snapshot)
         ids += kept
@@ -232,12 +250,20 @@ def _run_fetch_pdb(args: argparse.Namespace):
         raise ValueError("fetch pdb needs --ids, --ids-file or --index-dir")
     path = fetch_pdb(ids, dest, base_url=args.base_url or DEFAULT_BASE_URL, snapshot=args.snapshot,
                      workers=args.workers, retries=args.retries, refresh=args.refresh,
-                     clusters_url=(CLUSTERS_URL if args.clusters == "default" else args.clusters))
-    entries = json.loads(path.read_text())["entries"]
+                     clusters_url=(CLUSTERS_URL if args.clusters == "default" else args.clusters),
+                     index_files=index_file_hashes(args.index_dir) if args.index_dir else None)
+    manifest = json.loads(path.read_text())
+    entries = manifest["entries"]
     errors = {k: v["error"] for k, v in entries.items() if "error" in v}
-    print(f"{path}: {len(entries) - len(errors)} entries cached, {len(errors)} failed")
+    excluded = {k: v["excluded"] for k, v in entries.items() if "excluded" in v}
+    print(f"{path}: {len(entries) - len(errors)} entries cached, {len(errors)} failed"
+          + (f", {len(excluded)} not the version of snapshot {manifest['snapshot_date']} (kept out)" if excluded else ""))
     for pid, error in sorted(errors.items()):
         print(f"  {pid}: {error}")
+    for pid, why in sorted(excluded.items()):
+        print(f"  {pid}: kept out: {why}")
+    if "warning" in manifest.get("clusters", {}):
+        print(f"warning: clusters: {manifest['clusters']['warning']}")
     return path
 
 
@@ -255,6 +281,11 @@ def _run_featurize(args: argparse.Namespace) -> int:
         settings = dict(chosen or {})
     settings.update(_set_options(args.set))
     summary = featurize(args.dataset, args.raw, args.out, settings)
+    if args.keep_versions is not None:
+        from .data.versions import keep_version
+
+        kept = keep_version(args.out, args.keep_versions or None)
+        print(f"{args.out}: version kept as {kept}")
     counted = f"{summary['chains']} chains in {summary['structures']} structures" if "chains" in summary else f"{summary['molecules']} molecules"
     print(f"{args.out}: {counted}, {summary['failures']} recorded failures (source {summary['source']})")
     return 0
@@ -264,6 +295,15 @@ def _run_data_info(args: argparse.Namespace) -> int:
     from .data.info import format_info, store_info
 
     info = store_info(args.store)
+    if args.verify:
+        from .data.identity import verify_store
+        from .errors import InputFileError
+
+        recorded, computed = verify_store(args.store)
+        if recorded is not None and recorded != computed:
+            raise InputFileError(f"{args.store}: content digest {computed[:12]}... differs from the recorded {recorded[:12]}...: "
+                                 "the store was modified or damaged after it was written; featurize it again")
+        info["verified_content_sha256"] = computed
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0
 
@@ -271,8 +311,38 @@ def _run_data_info(args: argparse.Namespace) -> int:
 def _run_data_diff(args: argparse.Namespace) -> int:
     from .data.info import format_diff, store_diff
 
-    diff = store_diff(args.old, args.new)
+    if args.previous:
+        if len(args.stores) != 1:
+            raise SettingsError("data diff --previous takes one store (the current version)")
+        from .data.versions import previous_version
+
+        old, new = previous_version(args.stores[0], args.versions), args.stores[0]
+    elif len(args.stores) != 2:
+        raise SettingsError("data diff takes two stores, OLD NEW (or one store with --previous)")
+    else:
+        old, new = args.stores
+    diff = store_diff(old, new)
     print(json.dumps(diff, indent=2) if args.json else format_diff(diff))
+    return 0
+
+
+def _run_data_versions(args: argparse.Namespace) -> int:
+    from .data.identity import short, store_identity
+    from .data.versions import list_versions, versions_folder
+
+    history = list_versions(args.store, args.versions)
+    current = store_identity(args.store)["content_sha256"] if os.path.isfile(args.store) else None
+    if args.json:
+        print(json.dumps({"store": args.store, "current": current, "versions": history}, indent=2))
+        return 0
+    if not history:
+        print(f"{args.store}: no versions kept in {versions_folder(args.store, args.versions)}")
+        return 0
+    for entry in history:
+        mark = "*" if entry["content_sha256"] == current else " "
+        gone = "" if entry["present"] else "  (deleted)"
+        snap = f"  snapshot {entry['snapshot_date']}" if entry.get("snapshot_date") else ""
+        print(f"{mark} {entry['written']}  {short(entry['content_sha256'])}{snap}  {entry['path']}{gone}")
     return 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_text, check_not_an_input
+from .data.identity import samples_provenance
 from .data.chem import mol_from_arrays
 from .data.molecule_store import SAMPLES_SCHEMA, MoleculeStore
 from .eval.chirality import stereo_correct, stereo_summary
@@ -122,6 +123,7 @@ def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, thr
                     "plausibility_per_molecule": plausibility_per_molecule}, "evaluate")
     check_not_an_input(out, samples, reference)
     with MoleculeStore(samples, schema=SAMPLES_SCHEMA) as s, MoleculeStore(reference) as r:
+        stores = samples_provenance(s.attrs, samples, reference)  # the store versions behind them, checked
         dataset = r.attrs["dataset"]
         threshold, threshold_source = coverage_threshold(dataset, threshold)
         source = s.h5["molecules/source_row"][()]
@@ -139,10 +141,11 @@ def evaluate(samples: str | Path, reference: str | Path, out: str | Path, *, thr
             jobs.append((ref, gen, max_matches, plausibility_per_molecule))
         settings = json.loads(s.attrs.get("settings", "{}"))
         generator_failures = s.failures()  # molecules the generator gave up on (e.g. ETKDG could not embed)
-        meta = {"nfe_per_sample": s.attrs.get("nfe_per_sample"), "mean_path_length": s.attrs.get("mean_path_length")}
+        meta = {"nfe_per_sample": s.attrs.get("nfe_per_sample"), "mean_path_length": s.attrs.get("mean_path_length"), **stores}
     stat = Path(samples).stat()
     partial = PartialResults(out, {"samples": str(Path(samples).resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
                                    "reference": str(Path(reference).resolve()), "max_matches": max_matches,
+                                   "reference_sha256": stores["reference_store"]["content_sha256"],
                                    "plausibility": plausibility_per_molecule, "stereo": 1})
     done = {k: partial.get(k) for k in range(len(jobs))}
     rmsds: list[np.ndarray | None] = []

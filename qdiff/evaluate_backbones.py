@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_text, check_not_an_input
+from .data.identity import samples_provenance
 from .data.protein_store import PROTEIN_SAMPLES_SCHEMA, ProteinStore
 from .data.residues import CA
 from .eval.backbones import (CA_CA, RG_EXPONENT, RG_PREFACTOR, ca_bond_stats, clash_count, fit_power_law, histogram_jsd, pair_distances,
@@ -136,6 +137,7 @@ def evaluate_backbones(samples: str | Path, reference: str | Path, out: str | Pa
     check_not_an_input(out, samples, reference)
     rng = np.random.default_rng(seed)
     with ProteinStore(samples, PROTEIN_SAMPLES_SCHEMA) as s, ProteinStore(reference) as r:
+        stores = samples_provenance(s.attrs, samples, reference)  # the store versions behind them, checked
         generated = ca_traces(s, range(len(s)))
         names = s.ids()
         settings = json.loads(s.attrs.get("settings", "{}"))
@@ -145,7 +147,7 @@ def evaluate_backbones(samples: str | Path, reference: str | Path, out: str | Pa
         if len(train_rows) > novelty_reference:
             train_rows = rng.choice(train_rows, novelty_reference, replace=False)
         training = ca_traces(r, train_rows)
-        meta = {"nfe_per_sample": s.attrs.get("nfe_per_sample"), "mean_path_length": s.attrs.get("mean_path_length")}
+        meta = {"nfe_per_sample": s.attrs.get("nfe_per_sample"), "mean_path_length": s.attrs.get("mean_path_length"), **stores}
         dataset = r.attrs["dataset"]
     if not generated:
         raise ValueError(f"{samples}: no samples")

@@ -73,6 +73,24 @@ def check_distinct(documents: list[dict]) -> None:
             seen[key] = str(p)
 
 
+def store_versions(documents: list[dict]) -> dict[str, str]:
+    """{dataset: content sha256 of its store} over the metrics that record one (qdiff.data.identity);
+    an InputFileError when one dataset's metrics come from different versions of its store (runs of
+    an old and a new store side by side in one table), naming a file of each version."""
+    seen: dict[str, dict[str, str]] = {}
+    for d in documents:
+        for key in ("reference_store", "trained_on"):
+            sha = (d.get(key) or {}).get("content_sha256") if isinstance(d.get(key), dict) else None
+            if sha and d.get("dataset") is not None:
+                seen.setdefault(d["dataset"], {}).setdefault(sha, d["_path"])
+    for dataset, versions in seen.items():
+        if len(versions) > 1:
+            shown = "; ".join(f"{sha[:12]} ({path})" for sha, path in versions.items())
+            raise InputFileError(f"{dataset}: metrics of different store versions in one report: {shown}; "
+                                 "re-run what depends on the current store (snakemake does) or report the versions apart")
+    return {dataset: next(iter(versions)) for dataset, versions in sorted(seen.items())}
+
+
 def published() -> dict:
     """The committed table of published figures (qdiff/eval/published.yaml)."""
     import yaml
@@ -287,6 +305,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path, convention: str =
     check_distinct(documents)
     swept = load_metrics(list(sweep))
     check_distinct(swept)
+    stores = store_versions(documents + swept)
     outputs = [out / name for name in OUTPUTS]
     for path in outputs:
         check_not_an_input(path, *paths, *sweep, flag="--out")
@@ -299,7 +318,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path, convention: str =
     writer.writeheader()
     writer.writerows(summary)
     atomic_write_text(out / "summary.csv", buf.getvalue())
-    atomic_write_text(out / "summary.json", json.dumps({"convention": convention, "runs": rows, "summary": summary}, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps({"convention": convention, "stores": stores, "runs": rows, "summary": summary}, indent=2) + "\n")
     lines = []
     for dataset in sorted({s["dataset"] for s in summary}):
         lines += _table(dataset, [x for x in summary if x["dataset"] == dataset], convention)

@@ -65,12 +65,14 @@ from .progress import progress_bar
 from .tasks import check_pairing, task_for
 from .errors import CorruptArtifactError, EmptyResultError, InputFileError, SettingsError, is_out_of_memory
 from .atomic import check_not_an_input, clear_outputs
+from .data.identity import describe, store_identity
 from .settings import check_declared
 from .train import network_autocast, read_artifact, resolve_device
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
-    """(EMA model in eval mode on `device`, training config, store path) of a finished run."""
+    """(EMA model in eval mode on `device`, training config, store path, the store's identity when
+    trained: a dict, or None for a run written before identities were recorded) of a finished run."""
     path = Path(run_dir) / "model.pt"
     if not Path(run_dir).is_dir():
         raise InputFileError(f"{run_dir}: no such run folder; pass the --out folder of `qdiff train`")
@@ -91,7 +93,28 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
         # runs from before stores were recorded resolved: the path as typed, relative to where train ran
         raise InputFileError(f"{path}: records its store as the relative path {store}, not found from {Path.cwd()}; "
                              "run `qdiff sample` from the folder where the run was trained, or pass --store")
-    return model.to(device).eval(), config, store
+    identity = json.loads(state["store_identity"]) if "store_identity" in state else None
+    return model.to(device).eval(), config, store, identity
+
+
+def sampled_store(run_dir, trained_on: Path, trained: dict | None, store: str | Path | None) -> tuple[Path, dict]:
+    """(store to sample for, its identity). Without an explicit `store` it is the one the run was
+    trained on, which must still be the same version: a store rewritten since (a dataset update)
+    is an InputFileError, not samples of an old model labelled with the new data."""
+    chosen = Path(store) if store else trained_on
+    identity = store_identity(chosen)
+    if store is None and trained is not None and trained["content_sha256"] != identity["content_sha256"]:
+        raise InputFileError(f"{Path(run_dir) / 'model.pt'} was trained on {describe(trained)}, but {chosen} is now "
+                             f"{describe(identity)} (rewritten since, e.g. by a dataset update): re-run `qdiff train` with the "
+                             f"same --out (it starts over on the new store), or pass --store {chosen} to sample this model for it anyway")
+    return chosen, identity
+
+
+def _record_stores(writer, reference: dict, trained: dict | None) -> None:
+    """Which store versions the samples belong to: the reference (source_row indexes it) and the
+    store the model was trained on."""
+    writer.attrs["reference_store_sha256"] = reference["content_sha256"]
+    writer.attrs["trained_on"] = json.dumps(trained or {}, sort_keys=True)
 
 
 class NetworkCall:
@@ -210,10 +233,10 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
     check_declared({"sampler": sampler, "steps": steps, "noise_scale": noise_scale, "sde_schedule": sde_schedule, "multiplier": multiplier,
                     "max_molecules": max_molecules, "precision": precision}, "sample")  # qdiff/schemas/sample.schema.yaml
     device = resolve_device(device)
-    model, config, trained_on = load_run(run_dir, device)
+    model, config, trained_on, trained = load_run(run_dir, device)
     net = compile_network(model, compile) if compile else model
     _check_sampler(config, sampler, sde_schedule)
-    store = Path(store) if store else trained_on
+    store, reference = sampled_store(run_dir, trained_on, trained, store)
     task = task_for(store, config["prior"], config["max_length"])
     if task.kind != "molecules":
         raise ValueError(f"{store}: not a molecule store; backbone runs sample with sample_backbones")
@@ -282,6 +305,7 @@ def sample_molecules(run_dir, out, *, sampler: str = "ode", steps: int = 50, see
         writer.attrs["mean_path_length"] = summary["mean_path_length"]
         writer.attrs["mirrored_by_parity_switch"] = mirrored
         writer.attrs["reference_store"] = str(store)
+        _record_stores(writer, reference, trained)
         if sdf:  # before the store is committed: a samples store means its SDF is complete
             summary["sdf"] = str(sdf_path)
             summary["sdf_entries"] = write_sdf(records, sdf_path)
@@ -312,10 +336,10 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
     check_declared({"sampler": sampler, "steps": steps, "noise_scale": noise_scale, "sde_schedule": sde_schedule, "lengths": lengths,
                     "per_length": per_length, "max_chains": max_chains, "precision": precision}, "sample")
     device = resolve_device(device)
-    model, config, trained_on = load_run(run_dir, device)
+    model, config, trained_on, trained = load_run(run_dir, device)
     net = compile_network(model, compile) if compile else model
     _check_sampler(config, sampler, sde_schedule)
-    store = Path(store) if store else trained_on
+    store, reference = sampled_store(run_dir, trained_on, trained, store)
     if lengths:
         if min(lengths) < 2:
             raise ValueError(f"backbone lengths must be >= 2, got {min(lengths)}")
@@ -383,6 +407,7 @@ def sample_backbones(run_dir, out, *, lengths: list[int] | None = None, per_leng
             writer.attrs["nfe_per_sample"] = summary["nfe"]
             writer.attrs["mean_path_length"] = summary["mean_path_length"]
             writer.attrs["reference_store"] = str(store)
+            _record_stores(writer, reference, trained)
     except BaseException:
         shutil.rmtree(pdb_tmp, ignore_errors=True)  # nothing half-written left behind
         raise
@@ -420,7 +445,7 @@ def sample(run_dir, out, **options) -> dict:
     Options that do not apply to the run's kind are ignored when None. The settings among them
     (qdiff/schemas/sample.schema.yaml) are checked before anything is read."""
     check_declared(options, "sample")
-    _, config, trained_on = load_run(run_dir)
+    _, config, trained_on, _ = load_run(run_dir)
     store = options.get("store") or trained_on
     task = task_for(store, config["prior"], config["max_length"])
     check_pairing(config["model"], task, store, config["prior"])

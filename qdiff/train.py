@@ -25,6 +25,7 @@ import torch
 
 from .atomic import atomic_path, atomic_write_text
 from .data.dataset import CONFORMER_CHOICES
+from .data.identity import describe, short, store_identity
 from .errors import CorruptArtifactError, InputFileError, is_out_of_memory
 from .diffusion import check_treatment, interpolant_from_spec, treatment_loss
 from .eval.chirality import resolve_parity_switch
@@ -326,6 +327,9 @@ class Trainer:
         self.rank, self.world = _distributed(self.device)
         torch.manual_seed(c["seed"])
         self.task = task_for(self.store, c["prior"], c["max_length"], conformer=c["conformer"])
+        # which version of the store this run trains on (qdiff.data.identity): checkpoints and
+        # model.pt record it, and a checkpoint of another version is never resumed
+        self.store_identity = store_identity(self.store)
         check_pairing(c["model"], self.task, self.store, c["prior"])
         self.dataset = self.task.dataset(self.store, c["split"], "train", c["seed"])
         self.val_dataset = self.task.dataset(self.store, c["split"], "val", c["seed"]) if c["split"] else None
@@ -366,7 +370,33 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "step": self.step, **self._data_order(),
             "rank_rng": self._gather_rng(),
             "grad_history": [float(g) for g in self.grad_history], "best_val": float(self.best_val), "config": json.dumps(self.config),
+            "store": json.dumps(self.store_identity, sort_keys=True),
         }
+
+    def stale_reason(self, state: dict) -> str | None:
+        """Why a checkpoint cannot be resumed on this run's store (None when it can): it was trained
+        on another version of the store (other content digest), or it does not record one."""
+        if "store" not in state:
+            return "the checkpoint does not record which store it was trained on (written by an older qdiff)"
+        saved = json.loads(state["store"])
+        if saved.get("content_sha256") != self.store_identity["content_sha256"]:
+            return f"the checkpoint was trained on {describe(saved)}, but the store is now {describe(self.store_identity)}"
+        return None
+
+    def supersede(self, state: dict) -> Path:
+        """Move the earlier run's checkpoints, log, config, model and TensorBoard files out of the
+        way, into `<run>/superseded/store-<sha12>[-N]/` (kept, not deleted); returns that folder."""
+        old = json.loads(state["store"]) if "store" in state else None
+        base = self.run_dir / "superseded" / f"store-{short(old)}"
+        dest, n = base, 1
+        while dest.exists():
+            n += 1
+            dest = base.with_name(f"{base.name}-{n}")
+        dest.mkdir(parents=True)
+        for name in ("checkpoints", "log.csv", "config.json", "model.pt", "tensorboard"):
+            if (self.run_dir / name).exists():
+                os.replace(self.run_dir / name, dest / name)
+        return dest
 
     def _data_order(self) -> dict:
         """Where the data order stands after the last consumed batch (a prefetched one not counted)."""
@@ -377,6 +407,10 @@ class Trainer:
     def load(self, path: Path, state: dict | None = None) -> None:
         if state is None:
             state = read_checkpoint(path, self.device)
+        stale = self.stale_reason(state)
+        if stale:
+            raise InputFileError(f"{path}: not resumable on {self.store}: {stale}; use a new run folder "
+                                 "(`qdiff train` with the same --out starts over by itself)")
         saved = json.loads(state["config"])
         saved = {**LATER_DEFAULTS, **saved}
         old, new = (science_settings({k: v for k, v in c.items() if k not in SAMPLING_KEYS}) for c in (saved, self.config))
@@ -578,13 +612,24 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         lead = self.rank == 0
         resume = latest_checkpoint(last.parent, self.device)
+        if resume is not None and (stale := self.stale_reason(resume[1])) is not None:
+            # A dataset update rewrote the store: never continue (or re-emit) the old weights.
+            # Every rank read the same checkpoint and store; all have read before rank 0 moves it.
+            self._agree(True)
+            if lead:
+                moved = self.supersede(resume[1])
+                print(f"{resume[0]}: not resumed: {stale}. Starting a fresh run on this store; the earlier run's "
+                      f"checkpoints, log and model were moved to {moved}", flush=True)
+            self._agree(True)
+            resume = None
         if resume is not None:
             self.load(*resume)
         elif lead:
             atomic_write_text(self.run_dir / "config.json", json.dumps(c, indent=2, sort_keys=True) + "\n")
         if lead:
             print(f"model {c['model']['name']}: {count_parameters(self.model):,} parameters; treatment {c['treatment']}; "
-                  f"{len(self.dataset)} training items; {self.world} process(es); starting at step {self.step}", flush=True)
+                  f"{len(self.dataset)} training items of {describe(self.store_identity)}; {self.world} process(es); "
+                  f"starting at step {self.step}", flush=True)
         handler = _Preemption()
         previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGUSR1)}
         board = _tensorboard(self.run_dir / "tensorboard") if c["tensorboard"] and lead else None
@@ -645,7 +690,7 @@ class Trainer:
             if lead:
                 with atomic_path(self.run_dir / "model.pt") as tmp:
                     torch.save({"ema": self.ema.state_dict(), "config": json.dumps(c), "store": str(self.store.resolve()),
-                                "step": self.step}, tmp)
+                                "store_identity": json.dumps(self.store_identity, sort_keys=True), "step": self.step}, tmp)
             if self.world > 1:
                 import torch.distributed as dist
 

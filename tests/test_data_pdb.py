@@ -1,5 +1,6 @@
 """PDB: a local HTTP server posing as files.rcsb.org, real entries, and independent parses."""
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -212,3 +213,92 @@ def test_cli_fetch_from_downloaded_index_files(tmp_path, rcsb):
     assert "resolution 2.0" in dropped["1GBT"] and "nuc" in dropped["1ABC"]
     bad = subprocess.run([sys.executable, "-m", "qdiff", "fetch", "pdb", "--ids", "12345"], capture_output=True, text=True)
     assert bad.returncode == 2 and "not a PDB ID" in bad.stderr
+
+
+def provenance_revisions():
+    """Latest revision date of each test entry, from PROVENANCE.tsv (recorded when they were taken)."""
+    rows = [line.split("\t") for line in (PDB_DIR / "PROVENANCE.tsv").read_text().splitlines()[1:]]
+    return {row[0]: row[1] for row in rows}
+
+
+def test_a_snapshot_keeps_out_entries_released_or_revised_after_it(tmp_path, rcsb):
+    """The server has only each entry's latest version: an entry revised (or released) after the
+    snapshot date is not what the snapshot saw, and is kept out with the reason, not used."""
+    revisions = provenance_revisions()
+    snapshot = "2012-01-01"
+    dest = tmp_path / "old"
+    snap = json.loads(pdb.fetch_pdb(REAL, dest, base_url=rcsb.url + "/download", snapshot=snapshot, retries=0, progress=False).read_text())
+    for pid in REAL:
+        reason = snap["entries"][pid].get("excluded")
+        if revisions[pid] > snapshot:
+            assert reason and f"after the snapshot {snapshot}" in reason, (pid, reason)
+        else:
+            assert reason is None, (pid, reason)
+    assert {pid for pid in REAL if revisions[pid] > snapshot} == {"2XHE", "4CUP"}  # the cases above both occur
+    out = tmp_path / "old.h5"
+    featurize("pdb", dest, out, SETTINGS, progress=False)
+    with ProteinStore(out) as store:
+        reasons = dict(store.failures())
+        assert reasons["4cup"].startswith(f"snapshot {snapshot}: ") and f"after the snapshot {snapshot}" in reasons["4cup"]
+        assert {c.split("_")[0] for c in store.ids()} == {"1a8o", "1gbt", "2beg"}
+
+    # A revision after the snapshot, served now for 1GBT: kept out of the 2026-11-01 snapshot, in the 2026-11-30 one.
+    rcsb.files["/download/1GBT.cif.gz"] = edited("1GBT", "2011-07-13", "2026-11-25")
+    dest = tmp_path / "new"
+    snap = json.loads(pdb.fetch_pdb(REAL, dest, base_url=rcsb.url + "/download", snapshot="2026-11-01", retries=0, progress=False).read_text())
+    assert snap["entries"]["1GBT"]["excluded"].startswith("revised 2026-11-25, after the snapshot 2026-11-01")
+    assert [pid for pid in REAL if "excluded" in snap["entries"][pid]] == ["1GBT"]
+    rcsb.requests.clear()
+    snap = json.loads(pdb.fetch_pdb(REAL, dest, base_url=rcsb.url + "/download", snapshot="2026-11-30", retries=0, progress=False).read_text())
+    assert not any("excluded" in e for e in snap["entries"].values())
+    assert rcsb.requests == []  # downloaded today, after 2026-11-30: every cached entry is the version of that date
+
+
+def test_cached_entries_are_reused_only_when_they_can_be_the_snapshots_version(tmp_path, rcsb):
+    dest = tmp_path / "pdb"
+    snapshot = "2026-11-25"
+    pdb.fetch_pdb(REAL, dest, base_url=rcsb.url + "/download", snapshot=snapshot, retries=0, progress=False)
+    cache = json.loads((dest / "entries.json").read_text())
+    assert set(cache) == set(REAL) and all(len(c["sha256"]) == 64 for c in cache.values())
+    # 1A8O's cached copy predates the snapshot (a revision in between would be missing) and 2BEG's
+    # cached bytes are not the ones downloaded: both are fetched again, the others reused.
+    cache["1A8O"]["downloaded"] = "2026-10-01"
+    (dest / "entries.json").write_text(json.dumps(cache))
+    (dest / "entries" / "2BEG.cif.gz").write_bytes(real("1GBT"))
+    rcsb.requests.clear()
+    snap = json.loads(pdb.fetch_pdb(REAL, dest, base_url=rcsb.url + "/download", snapshot=snapshot, retries=0, progress=False).read_text())
+    assert sorted(p for p, _ in rcsb.requests) == ["/download/1A8O.cif.gz", "/download/2BEG.cif.gz"]
+    assert (dest / "entries" / "2BEG.cif.gz").read_bytes() == real("2BEG")
+    assert {pid for pid, e in snap["entries"].items() if e["from_cache"]} == {"1GBT", "2XHE", "4CUP"}
+
+
+def test_a_snapshot_date_pins_the_bytes_of_its_entries_and_its_cluster_file(tmp_path, rcsb):
+    """The first fetch of a snapshot date records each entry's sha256 (snapshots/<date>.json); a
+    later fetch of that date that gets other bytes (a file re-issued without a new revision date)
+    keeps the entry out with the reason, and reuses the cluster file recorded for the date."""
+    dest = tmp_path / "pdb"
+    snapshot = "2026-11-25"
+    rcsb.files["/clusters.txt"] = b"1A8O_1 1GBT_1\n"
+    kwargs = dict(base_url=rcsb.url + "/download", snapshot=snapshot, retries=0, progress=False, clusters_url=rcsb.url + "/clusters.txt")
+    pdb.fetch_pdb(REAL, dest, **kwargs)
+    pin = json.loads((dest / "snapshots" / f"{snapshot}.json").read_text())
+    assert pin["entries"]["1A8O"]["sha256"] == hashlib.sha256(real("1A8O")).hexdigest()
+    assert pin["clusters"]["sha256"] == hashlib.sha256(b"1A8O_1 1GBT_1\n").hexdigest()
+    reissued = gzip.compress(gzip.decompress(real("1A8O")).replace(b"data_1A8O", b"data_1A8O\n# re-issued", 1), mtime=0)
+    rcsb.files["/download/1A8O.cif.gz"] = reissued
+    rcsb.files["/clusters.txt"] = b"1A8O_1\n1GBT_1\n"
+    rcsb.requests.clear()
+    snap = json.loads(pdb.fetch_pdb(REAL, dest, refresh=True, **kwargs).read_text())
+    assert "/clusters.txt" not in [p for p, _ in rcsb.requests]  # the date's own cluster file, kept
+    assert (dest / "clusters-by-entity-30.txt").read_bytes() == b"1A8O_1 1GBT_1\n"
+    reason = snap["entries"]["1A8O"]["excluded"]
+    assert "differs from" in reason and f"snapshot {snapshot}" in reason
+    assert [pid for pid in REAL if "excluded" in snap["entries"][pid]] == ["1A8O"]
+    assert json.loads((dest / "snapshots" / f"{snapshot}.json").read_text())["entries"] == pin["entries"]  # never rewritten
+    featurize("pdb", dest, tmp_path / "p.h5", SETTINGS, progress=False)
+    with ProteinStore(tmp_path / "p.h5") as store:
+        assert "differs from" in dict(store.failures())["1a8o"] and not any(c.startswith("1a8o") for c in store.ids())
+    # A new snapshot date takes the file as it is now, and the current cluster file.
+    snap = json.loads(pdb.fetch_pdb(REAL, dest, **{**kwargs, "snapshot": "2026-11-30"}).read_text())
+    assert "excluded" not in snap["entries"]["1A8O"] and snap["entries"]["1A8O"]["sha256"] == hashlib.sha256(reissued).hexdigest()
+    assert (dest / "clusters-by-entity-30.txt").read_bytes() == b"1A8O_1\n1GBT_1\n"

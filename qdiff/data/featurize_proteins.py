@@ -82,7 +82,7 @@ def featurize_pdb(raw: Path, out: Path, settings: dict, progress: bool = True) -
 
         raise InputFileError(f"{snapshot_path}: not a snapshot of `qdiff fetch pdb` ({type(err).__name__}: {err}); "
                              f"re-run `qdiff fetch pdb --dest {raw}`") from err
-    ok_ids = [pid for pid in sorted(entries) if "error" not in entries[pid]]
+    ok_ids = [pid for pid in sorted(entries) if "error" not in entries[pid] and "excluded" not in entries[pid]]
     jobs = [(raw / "entries" / f"{pid}.cif.gz", pid, s["model"], entries[pid]["sha256"]) for pid in ok_ids]
     workers = int(s["workers"] or min(os.cpu_count() or 1, 8))
     cluster_file = s["cluster_file"] or (raw / CLUSTERS_NAME if (raw / CLUSTERS_NAME).is_file() else None)
@@ -94,6 +94,8 @@ def featurize_pdb(raw: Path, out: Path, settings: dict, progress: bool = True) -
         for pid in sorted(entries):
             if "error" in entries[pid]:
                 writer.add_failure(pid.lower(), f"download: {entries[pid]['error']}")
+            elif "excluded" in entries[pid]:  # not the version the snapshot saw (qdiff.data.sources.pdb.fetch_pdb)
+                writer.add_failure(pid.lower(), f"snapshot {snapshot.get('snapshot_date', '')}: {entries[pid]['excluded']}")
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 results = list(progress_bar(pool.map(_parse_job, jobs, chunksize=4), total=len(jobs), desc="pdb", unit="entry", enabled=progress))

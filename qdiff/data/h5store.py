@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from ..errors import InputFileError
+from .identity import CONTENT_ATTR, content_sha256
 
 SPLIT_PARTS = ("train", "val", "test")
 STR_DTYPE = h5py.string_dtype(encoding="utf-8")
@@ -140,6 +141,8 @@ class StoreWriter:
                         self._write(h5)
                         write_splits(h5, self.splits, self._row_of)
                         write_failures(h5, self.failures)
+                        # the store's identity (qdiff.data.identity): one read of what was just written
+                        h5.attrs[CONTENT_ATTR] = content_sha256(h5)
         finally:
             shutil.rmtree(self._spool_dir, ignore_errors=True)
 

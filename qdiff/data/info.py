@@ -71,7 +71,7 @@ def store_info(path: str | Path) -> dict:
             "failures": len(store.failures()),
             "failure_reasons": reasons,
             "properties": store.property_names(),
-            "provenance": {k: attrs[k] for k in ("source_urls", "raw_sha256", "qdiff_version", "settings") if k in attrs},
+            "provenance": {k: attrs[k] for k in ("content_sha256", "source_urls", "raw_sha256", "qdiff_version", "settings") if k in attrs},
         }
 
 
@@ -89,7 +89,7 @@ def protein_info(path: str | Path, schema: str = "qdiff.proteins") -> dict:
                                    "max": int(lengths.max()) if len(lengths) else 0},
             "length_histogram": _histogram(lengths, 32), "splits": _splits(store), "failures": len(store.failures()),
             "failure_reasons": _failure_reasons(store.failures()),
-            "provenance": {k: attrs[k] for k in ("base_url", "qdiff_version", "settings") if k in attrs},
+            "provenance": {k: attrs[k] for k in ("content_sha256", "base_url", "qdiff_version", "settings") if k in attrs},
         }
 
 

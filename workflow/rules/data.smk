@@ -1,11 +1,17 @@
 # Data: fetch raw files (internet; local rule, retried), featurize into HDF5, summarize.
 # Demo sets are built offline from installed packages and need no fetch. GEOM-QM9 and GEOM-DRUGS
 # are two subsets of one archive: one download into resources/geom serves both.
+# Every store version featurize writes is also kept (a hard link) under results/data/versions/
+# (`qdiff data versions`, `qdiff data diff --previous results/data/<dataset>.h5`); the current one
+# stays at results/data/<dataset>.h5, which the model rules read.
+STORE_VERSIONS = "results/data/versions"
 
 
+# Not protected(): a dataset update re-runs the fetch (a changed `data.fetch` setting, or
+# `snakemake -R fetch_dataset`), and a write-protected record stops that for a normal user.
 rule fetch_dataset:
     output:
-        protected("resources/{raw}/fetched.json"),
+        "resources/{raw}/fetched.json",
     log:
         "logs/data/{raw}.fetch.log",
     wildcard_constraints:
@@ -47,8 +53,10 @@ rule featurize_raw:
     params:
         raw=subpath(input[0], parent=True),
         settings=featurize_settings,
+        versions=STORE_VERSIONS,
     shell:
-        "qdiff featurize {wildcards.dataset} --raw {params.raw} --out {output} {params.settings} > {log} 2>&1"
+        "qdiff featurize {wildcards.dataset} --raw {params.raw} --out {output} {params.settings}"
+        " --keep-versions {params.versions} > {log} 2>&1"
 
 
 rule featurize_offline:
@@ -75,8 +83,10 @@ rule featurize_offline:
         slurm_account=slurm_account,
     params:
         settings=featurize_settings,
+        versions=STORE_VERSIONS,
     shell:
-        "qdiff featurize {wildcards.dataset} --out {output} {params.settings} > {log} 2>&1"
+        "qdiff featurize {wildcards.dataset} --out {output} {params.settings}"
+        " --keep-versions {params.versions} > {log} 2>&1"
 
 
 rule data_info:
