@@ -38,6 +38,10 @@ localrules:
     data_info,
     report,
     toy_summary,
+    settings_stamp,
+    study_toy,
+    study_data,
+    study_models,
 
 
 rule all:
@@ -45,6 +49,22 @@ rule all:
     input:
         toy_summary_outputs(),
         data_outputs(),
+        report_outputs(),
+
+
+# The three milestones of the study, one per DVC stage (dvc.yaml): `snakemake study_data` etc.
+rule study_toy:
+    input:
+        toy_summary_outputs(),
+
+
+rule study_data:
+    input:
+        data_outputs(),
+
+
+rule study_models:
+    input:
         report_outputs(),
 
 

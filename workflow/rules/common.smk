@@ -236,5 +236,68 @@ def report_outputs():
             "examples.png",
             "nfe_sweep.png",
             "report.html",
+            "curves",
         ],
     )
+
+
+# Settings stamps. A job's settings reach Snakemake as a file whose name carries their digest
+# (`results/<stage>/settings/<name>.<kind>.<digest>.json`, an input of the job). A changed
+# setting names a stamp that does not exist yet, so the job and everything after it re-run; this
+# needs neither Snakemake's metadata (`.snakemake/` is not shared: a fresh clone that pulled the
+# results with DVC has none) nor file times (DVC does not keep them). README, "DVC".
+STAMP_KINDS = {
+    "fetch": "data",
+    "featurize": "data",
+    "toy": "toy",
+    "train": "runs",
+    "sample": "runs",
+    "baseline": "baselines",
+}
+
+
+def stamp_settings(kind, name):
+    """The settings of one job family, as `settings_stamp` writes them."""
+    if kind in ("fetch", "featurize"):
+        return config["data"].get(kind, {}).get(name, {})
+    if kind == "toy":
+        return config["toy"]
+    if kind == "baseline":
+        return {
+            "train": {
+                k: v for k, v in model_section(name, "train").items() if k == "split"
+            },
+            "sample": {
+                k: v
+                for k, v in model_section(name, "sample").items()
+                if k in ("max_molecules", "multiplier")
+            },
+        }
+    return model_section(name, kind)
+
+
+def stamp_text(kind, name):
+    import json
+
+    return json.dumps(stamp_settings(kind, name), sort_keys=True, separators=(",", ":"))
+
+
+def stamp(kind, name):
+    """Path of the current settings stamp of (kind, name)."""
+    import hashlib
+
+    digest = hashlib.sha256(stamp_text(kind, name).encode()).hexdigest()[:12]
+    return f"results/{STAMP_KINDS[kind]}/settings/{name}.{kind}.{digest}.json"
+
+
+def stamp_of(kind):
+    """Input function: the stamp of `kind` for the job's dataset."""
+
+    def get(wildcards):
+        return stamp(kind, wildcards.dataset)
+
+    return get
+
+
+def stamp_content(wildcards):
+    return stamp_text(wildcards.kind, wildcards.name)

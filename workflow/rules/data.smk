@@ -3,6 +3,8 @@
 
 
 rule fetch_dataset:
+    input:
+        stamp_of("fetch"),
     output:
         protected("resources/{dataset}/fetched.json"),
     log:
@@ -25,7 +27,8 @@ rule fetch_dataset:
 
 rule featurize_raw:
     input:
-        "resources/{dataset}/fetched.json",
+        raw="resources/{dataset}/fetched.json",
+        settings=stamp_of("featurize"),
     output:
         "results/data/{dataset}.h5",
     log:
@@ -41,13 +44,15 @@ rule featurize_raw:
         runtime=720,
         mem_mb=16000,
     params:
-        raw=subpath(input[0], parent=True),
+        raw=subpath(input.raw, parent=True),
         settings=featurize_settings,
     shell:
         "qdiff featurize {wildcards.dataset} --raw {params.raw} --out {output} {params.settings} > {log} 2>&1"
 
 
 rule featurize_offline:
+    input:
+        stamp_of("featurize"),
     output:
         "results/data/{dataset}.h5",
     log:
@@ -88,3 +93,25 @@ rule data_info:
         mem_mb=1000,
     shell:
         "qdiff data info --json {input} > {output} 2> {log}"
+
+
+# The settings stamps of every job family (common.smk, "Settings stamps"): the settings as JSON.
+rule settings_stamp:
+    output:
+        "results/{stage}/settings/{name}.{kind}.{digest}.json",
+    log:
+        "logs/settings/{stage}/{name}.{kind}.{digest}.log",
+    wildcard_constraints:
+        stage="data|toy|runs|baselines",
+        kind="|".join(STAMP_KINDS),
+        digest="[0-9a-f]{12}",
+    conda:
+        "../../envs/qdiff.yaml"
+    threads: 1
+    resources:
+        runtime=1,
+        mem_mb=100,
+    params:
+        settings=stamp_content,
+    shell:
+        "printf '%s\\n' {params.settings:q} > {output} 2> {log}"

@@ -4,7 +4,8 @@
 
 rule train_model:
     input:
-        "results/data/{dataset}.h5",
+        store="results/data/{dataset}.h5",
+        settings=stamp_of("train"),
     output:
         # protected: a finished model is not overwritten by accident (delete it to retrain)
         protected("results/runs/{dataset}/{treatment}/seed{seed}/model.pt"),
@@ -30,13 +31,14 @@ rule train_model:
         launcher=train_launcher,
         settings=train_settings,
     shell:
-        "{params.launcher} train --store {input} --out {params.run} --treatment {wildcards.treatment}"
+        "{params.launcher} train --store {input.store} --out {params.run} --treatment {wildcards.treatment}"
         " --seed {wildcards.seed} {params.settings} > {log} 2>&1"
 
 
 rule sample_model:
     input:
-        "results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
+        model="results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
+        settings=stamp_of("sample"),
     output:
         "results/runs/{dataset}/{treatment}/seed{seed}/samples.h5",
     log:
@@ -51,7 +53,7 @@ rule sample_model:
         mem_mb=4000,
         gpu=sample_gpus,
     params:
-        run=subpath(input[0], parent=True),
+        run=subpath(input.model, parent=True),
         flags=sample_flags,
     shell:
         "qdiff sample --run {params.run} --out {output} --seed {wildcards.seed} {params.flags} > {log} 2>&1"
@@ -80,7 +82,8 @@ rule evaluate_model:
 
 rule sample_sweep:
     input:
-        "results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
+        model="results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
+        settings=stamp_of("sample"),
     output:
         # only the sweep's metrics are kept; its samples are removed once evaluated
         temp("results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/samples.h5"),
@@ -99,7 +102,7 @@ rule sample_sweep:
         mem_mb=4000,
         gpu=sample_gpus,
     params:
-        run=subpath(input[0], parent=True),
+        run=subpath(input.model, parent=True),
         flags=sample_flags,
     shell:
         "qdiff sample --run {params.run} --out {output} --seed {wildcards.seed} {params.flags} > {log} 2>&1"
@@ -119,7 +122,8 @@ use rule evaluate_model as evaluate_sweep with:
 
 rule classical_baseline:
     input:
-        "results/data/{dataset}.h5",
+        store="results/data/{dataset}.h5",
+        settings=stamp_of("baseline"),
     output:
         "results/baselines/{dataset}/{method}/samples.h5",
     log:
@@ -137,7 +141,7 @@ rule classical_baseline:
     params:
         flags=baseline_flags,
     shell:
-        "qdiff etkdg --reference {input} --out {output} {params.flags} > {log} 2>&1"
+        "qdiff etkdg --reference {input.store} --out {output} {params.flags} > {log} 2>&1"
 
 
 use rule evaluate_model as evaluate_baseline with:
@@ -197,6 +201,8 @@ rule report:
             category="Models",
         ),
         html="results/report/report.html",
+        # the loss curves as data (one CSV per run), for `dvc plots diff`
+        curves=directory("results/report/curves"),
     log:
         "logs/report.log",
     conda:

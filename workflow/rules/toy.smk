@@ -2,6 +2,8 @@
 
 
 rule toy_run:
+    input:
+        stamp("toy", "study"),
     output:
         "results/toy/runs/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json",
     log:
