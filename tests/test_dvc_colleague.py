@@ -20,8 +20,9 @@ from workflow_fixtures import TINY, copy_workflow
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-# the jobs that depend on demo-qm9's featurize settings (TINY study), and nothing else
-DEPENDENT_JOBS = {"settings_stamp": 1, "featurize_offline": 1, "data_info": 1, "train_model": 1, "sample_model": 1,
+# the jobs that depend on demo-qm9's featurize settings (TINY study), and nothing else; new stamps
+# for demo-qm9's data, train, sample and baseline families and the report
+DEPENDENT_JOBS = {"settings_stamp": 5, "featurize_offline": 1, "data_info": 1, "train_model": 1, "sample_model": 1,
                   "evaluate_model": 1, "classical_baseline": 1, "evaluate_baseline": 1, "report": 1, "all": 1}
 
 
@@ -49,9 +50,9 @@ class Clone:
                         PYTHONPATH=str(path),  # the clone's own qdiff, as an installed checkout would be
                         HOME=str(home), MPLCONFIGDIR=str(home / "mpl"), XDG_CACHE_HOME=str(home / "cache"),
                         GIT_AUTHOR_NAME="qdiff", GIT_AUTHOR_EMAIL="ci@example.invalid",
-                        GIT_COMMITTER_NAME="qdiff", GIT_COMMITTER_EMAIL="ci@example.invalid",
-                        # uid 65534 reads the root-owned origin repository
-                        GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="*")
+                        GIT_COMMITTER_NAME="qdiff", GIT_COMMITTER_EMAIL="ci@example.invalid")
+        # uid 65534 reads the root-owned origin repository (git honours safe.directory only globally)
+        (home / ".gitconfig").write_text("[safe]\n\tdirectory = *\n")
 
     def run(self, *cmd, check=True, cwd=None):
         out = subprocess.run([*self.prefix, *cmd], cwd=cwd or self.path, env=self.env, capture_output=True, text=True,
@@ -83,7 +84,7 @@ def test_dvc_stages_name_no_dataset_and_follow_the_study():
     assert not [n for n in names if re.search(rf"\b{re.escape(n)}\b", body)], body
     for name, stage in stages.items():
         assert re.fullmatch(r"(mkdir -p \S+ && )?snakemake --cores all study_" + name, stage["cmd"]), stage["cmd"]
-        assert {"Snakefile", "workflow/rules", "studies", "profiles/default"} <= set(stage["deps"])
+        assert {"Snakefile", "workflow/rules", "workflow/schemas", "studies"} <= set(stage["deps"])
         assert {"study", name} <= set(stage["params"][0]["config.yaml"])
         assert all(next(iter(o.values())).get("persist") for o in stage["outs"])
     snakefile = (ROOT / "Snakefile").read_text()
@@ -93,12 +94,33 @@ def test_dvc_stages_name_no_dataset_and_follow_the_study():
     assert "--profile" not in body and "--touch" not in body
 
 
+def test_dvc_stages_run_the_selected_studys_jobs(tmp_path):
+    """What `dvc repro` runs follows `study:` in config.yaml: the data stage's aggregate rule builds
+    the demo's offline stores, or fetches and featurizes the paper's four datasets."""
+    from workflow_fixtures import snakemake
+
+    for study, rule, datasets in (("demo", "featurize_offline", 3), ("paper", "featurize_raw", 4)):
+        config = yaml.safe_load((ROOT / "config.yaml").read_text())
+        config["study"] = study
+        path = tmp_path / f"{study}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        dry = snakemake("study_data", "-n", "--configfile", str(path))
+        counts = job_counts(dry.stdout + dry.stderr)
+        assert counts[rule] == datasets and counts["data_info"] == datasets, counts
+        assert ("fetch_dataset" in counts) == (study == "paper") and "train_model" not in counts, counts
+
+
 @pytest.mark.slow
 def test_a_colleague_pulls_the_study_changes_a_dataset_and_returns_to_the_shared_results(tmp_path):
     """README "DVC", step by step (TINY study; B is uid 65534 when this runs as root, as in CI)."""
     user = hasattr(os, "geteuid") and os.geteuid() == 0
     if user and shutil.which("setpriv") is None:
         pytest.fail("setpriv (util-linux) is needed to run clone B as another user")
+    if user:  # the tools' interpreter must be usable by uid 65534 from a shell, as DVC's stage commands run
+        probe = subprocess.run([*NOBODY, "/bin/sh", "-c", f"{BIN / 'python'} -c 'import dvc, snakemake'"],
+                               capture_output=True, text=True, cwd="/")
+        # (not so with a venv made from an interpreter under /root: B then runs as this user)
+        user = probe.returncode == 0
     base = Path(tempfile.mkdtemp(prefix="qdiff-dvc-"))  # not tmp_path: its parents are private to root
     try:
         base.chmod(0o755)

@@ -241,53 +241,84 @@ def report_outputs():
     )
 
 
-# Settings stamps. A job's settings reach Snakemake as a file whose name carries their digest
-# (`results/<stage>/settings/<name>.<kind>.<digest>.json`, an input of the job). A changed
-# setting names a stamp that does not exist yet, so the job and everything after it re-run; this
-# needs neither Snakemake's metadata (`.snakemake/` is not shared: a fresh clone that pulled the
-# results with DVC has none) nor file times (DVC does not keep them). README, "DVC".
-STAMP_KINDS = {
+# Settings stamps. Every job has, among its inputs, a stamp of what it depends on:
+# `results/<stage>/settings/<name>.<kind>.<digest>.json`, named by the digest of its family's
+# settings in the study, the shell code of its rules and the digests of the families before it
+# (fetch -> data -> train -> sample -> report; data -> baseline -> report; toy). A changed setting
+# or rule names new stamps for that family and every family after it, so exactly those jobs re-run,
+# with or without Snakemake's records in .snakemake/ (a clone that pulled the results with DVC has
+# none: the aggregate rules list every current stamp, see stamp_files). Every other input is
+# `ancient`: file times decide nothing, as `dvc pull`, `dvc checkout` and `git clone` write files
+# in an arbitrary order (README, "DVC").
+STAMP_STAGES = {
     "fetch": "data",
-    "featurize": "data",
-    "toy": "toy",
+    "data": "data",
     "train": "runs",
     "sample": "runs",
     "baseline": "baselines",
+    "report": "report",
+    "toy": "toy",
+}
+STAMP_RULES = {
+    "fetch": ["fetch_dataset"],
+    "data": ["featurize_raw", "featurize_offline", "data_info"],
+    "train": ["train_model"],
+    "sample": ["sample_model", "sample_sweep", "evaluate_model", "evaluate_sweep"],
+    "baseline": ["classical_baseline", "evaluate_baseline"],
+    "report": ["report"],
+    "toy": ["toy_run", "toy_run_velocity", "toy_summary"],
 }
 
 
-def stamp_settings(kind, name):
-    """The settings of one job family, as `settings_stamp` writes them."""
-    if kind in ("fetch", "featurize"):
-        return config["data"].get(kind, {}).get(name, {})
-    if kind == "toy":
-        return config["toy"]
-    if kind == "baseline":
-        return {
-            "train": {
-                k: v for k, v in model_section(name, "train").items() if k == "split"
-            },
-            "sample": {
-                k: v
-                for k, v in model_section(name, "sample").items()
-                if k in ("max_molecules", "multiplier")
-            },
+def stamp_record(kind, name):
+    """What the jobs of one family (kind) for one dataset (name) depend on, as a dict."""
+    record = {"code": [workflow.get_rule(r).shellcmd for r in STAMP_RULES[kind]]}
+    if kind == "fetch":
+        record["fetch"] = config["data"].get("fetch", {}).get(name, {})
+    elif kind == "data":
+        record["fetch"] = stamp_digest("fetch", name)
+        record["featurize"] = config["data"].get("featurize", {}).get(name, {})
+    elif kind in ("train", "sample"):
+        record["after"] = stamp_digest("data" if kind == "train" else "train", name)
+        record[kind] = model_section(name, kind)
+    elif kind == "baseline":
+        record["after"] = stamp_digest("data", name)
+        record["split"] = model_section(name, "train").get("split")
+        sample = model_section(name, "sample")
+        record["sample"] = {
+            k: sample.get(k) for k in ("max_molecules", "multiplier") if k in sample
         }
-    return model_section(name, kind)
+    elif kind == "report":
+        m = config.get("models") or {}
+        record["runs"] = {k: m.get(k) for k in ("datasets", "treatments", "seeds")}
+        record["baselines"] = m.get("baselines", [])
+        record["after"] = {
+            d: [stamp_digest("sample", d)]
+            + ([stamp_digest("baseline", d)] if d in MOLECULE_DATASETS else [])
+            for d in m.get("datasets", [])
+        }
+    elif kind == "toy":
+        record["toy"] = config["toy"]
+    return record
 
 
 def stamp_text(kind, name):
     import json
 
-    return json.dumps(stamp_settings(kind, name), sort_keys=True, separators=(",", ":"))
+    return json.dumps(stamp_record(kind, name), sort_keys=True, separators=(",", ":"))
+
+
+def stamp_digest(kind, name):
+    import hashlib
+
+    return hashlib.sha256(stamp_text(kind, name).encode()).hexdigest()[:12]
 
 
 def stamp(kind, name):
-    """Path of the current settings stamp of (kind, name)."""
-    import hashlib
-
-    digest = hashlib.sha256(stamp_text(kind, name).encode()).hexdigest()[:12]
-    return f"results/{STAMP_KINDS[kind]}/settings/{name}.{kind}.{digest}.json"
+    """The current stamp of (kind, name), flagged `ancient` like every other input."""
+    return ancient(
+        f"results/{STAMP_STAGES[kind]}/settings/{name}.{kind}.{stamp_digest(kind, name)}.json"
+    )
 
 
 def stamp_of(kind):
@@ -297,6 +328,40 @@ def stamp_of(kind):
         return stamp(kind, wildcards.dataset)
 
     return get
+
+
+def study_stamp(kind):
+    """Input function: the stamp of a study-wide family (toy, report)."""
+
+    def get(wildcards):
+        return stamp(kind, "study")
+
+    return get
+
+
+FETCHED_DATASETS = ("qm9", "geom-qm9", "geom-drugs", "pdb")
+
+
+def stamp_files(*milestones):
+    """The current stamps of the study's milestones (toy, data, models): inputs of the aggregate
+    rules, so that a stamp that does not exist yet is built and its jobs re-run even where
+    .snakemake/ has no records (Snakemake looks for missing inputs of existing outputs only then)."""
+    files = []
+    if "toy" in milestones:
+        files.append(stamp("toy", "study"))
+    if "data" in milestones:
+        for d in config["data"]["datasets"]:
+            if d in FETCHED_DATASETS:
+                files.append(stamp("fetch", d))
+            files.append(stamp("data", d))
+    m = config.get("models")
+    if "models" in milestones and m:
+        for d in m["datasets"]:
+            files += [stamp("train", d), stamp("sample", d)]
+            if d in MOLECULE_DATASETS and m.get("baselines"):
+                files.append(stamp("baseline", d))
+        files.append(stamp("report", "study"))
+    return files
 
 
 def stamp_content(wildcards):

@@ -27,8 +27,8 @@ rule fetch_dataset:
 
 rule featurize_raw:
     input:
-        raw="resources/{dataset}/fetched.json",
-        settings=stamp_of("featurize"),
+        raw=ancient("resources/{dataset}/fetched.json"),
+        settings=stamp_of("data"),
     output:
         "results/data/{dataset}.h5",
     log:
@@ -52,7 +52,7 @@ rule featurize_raw:
 
 rule featurize_offline:
     input:
-        stamp_of("featurize"),
+        stamp_of("data"),
     output:
         "results/data/{dataset}.h5",
     log:
@@ -80,7 +80,8 @@ rule featurize_offline:
 
 rule data_info:
     input:
-        "results/data/{dataset}.h5",
+        store=ancient("results/data/{dataset}.h5"),
+        settings=stamp_of("data"),
     output:
         "results/data/{dataset}.info.json",
     log:
@@ -92,18 +93,19 @@ rule data_info:
         runtime=5,
         mem_mb=1000,
     shell:
-        "qdiff data info --json {input} > {output} 2> {log}"
+        "qdiff data info --json {input.store} > {output} 2> {log}"
 
 
-# The settings stamps of every job family (common.smk, "Settings stamps"): the settings as JSON.
+# The settings stamps of every job family (common.smk, "Settings stamps"): what the family
+# depends on, as JSON.
 rule settings_stamp:
     output:
         "results/{stage}/settings/{name}.{kind}.{digest}.json",
     log:
         "logs/settings/{stage}/{name}.{kind}.{digest}.log",
     wildcard_constraints:
-        stage="data|toy|runs|baselines",
-        kind="|".join(STAMP_KINDS),
+        stage="|".join(set(STAMP_STAGES.values())),
+        kind="|".join(STAMP_STAGES),
         digest="[0-9a-f]{12}",
     conda:
         "../../envs/qdiff.yaml"

@@ -4,7 +4,7 @@
 
 rule train_model:
     input:
-        store="results/data/{dataset}.h5",
+        store=ancient("results/data/{dataset}.h5"),
         settings=stamp_of("train"),
     output:
         # protected: a finished model is not overwritten by accident (delete it to retrain)
@@ -37,7 +37,7 @@ rule train_model:
 
 rule sample_model:
     input:
-        model="results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
+        model=ancient("results/runs/{dataset}/{treatment}/seed{seed}/model.pt"),
         settings=stamp_of("sample"),
     output:
         "results/runs/{dataset}/{treatment}/seed{seed}/samples.h5",
@@ -61,8 +61,9 @@ rule sample_model:
 
 rule evaluate_model:
     input:
-        samples="results/runs/{dataset}/{treatment}/seed{seed}/samples.h5",
-        reference="results/data/{dataset}.h5",
+        samples=ancient("results/runs/{dataset}/{treatment}/seed{seed}/samples.h5"),
+        reference=ancient("results/data/{dataset}.h5"),
+        settings=stamp_of("sample"),
     output:
         "results/runs/{dataset}/{treatment}/seed{seed}/metrics.json",
     log:
@@ -82,7 +83,7 @@ rule evaluate_model:
 
 rule sample_sweep:
     input:
-        model="results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
+        model=ancient("results/runs/{dataset}/{treatment}/seed{seed}/model.pt"),
         settings=stamp_of("sample"),
     output:
         # only the sweep's metrics are kept; its samples are removed once evaluated
@@ -110,8 +111,11 @@ rule sample_sweep:
 
 use rule evaluate_model as evaluate_sweep with:
     input:
-        samples="results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/samples.h5",
-        reference="results/data/{dataset}.h5",
+        samples=ancient(
+            "results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/samples.h5"
+        ),
+        reference=ancient("results/data/{dataset}.h5"),
+        settings=stamp_of("sample"),
     output:
         "results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/metrics.json",
     log:
@@ -122,7 +126,7 @@ use rule evaluate_model as evaluate_sweep with:
 
 rule classical_baseline:
     input:
-        store="results/data/{dataset}.h5",
+        store=ancient("results/data/{dataset}.h5"),
         settings=stamp_of("baseline"),
     output:
         "results/baselines/{dataset}/{method}/samples.h5",
@@ -146,8 +150,9 @@ rule classical_baseline:
 
 use rule evaluate_model as evaluate_baseline with:
     input:
-        samples="results/baselines/{dataset}/{method}/samples.h5",
-        reference="results/data/{dataset}.h5",
+        samples=ancient("results/baselines/{dataset}/{method}/samples.h5"),
+        reference=ancient("results/data/{dataset}.h5"),
+        settings=stamp_of("baseline"),
     output:
         "results/baselines/{dataset}/{method}/metrics.json",
     log:
@@ -158,9 +163,10 @@ use rule evaluate_model as evaluate_baseline with:
 
 rule report:
     input:
-        metrics=metrics_files(),
-        baselines=baseline_metrics_files(),
-        sweep=sweep_metrics_files(),
+        metrics=ancient(metrics_files()),
+        baselines=ancient(baseline_metrics_files()),
+        sweep=ancient(sweep_metrics_files()),
+        settings=study_stamp("report"),
     output:
         csv="results/report/summary.csv",
         md=report("results/report/summary.md", category="Models"),
