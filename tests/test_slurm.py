@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from workflow_fixtures import TINY, copy_workflow, snakemake, tool_env
@@ -54,3 +55,29 @@ def test_a_failing_job_is_reported_failed_not_hung(tmp_path):
     assert train_jobs and sacct_states(train_jobs[-1:])[train_jobs[-1]] == "FAILED", text[-4000:]
     assert "CUDA is not available" in (work / "logs" / "runs" / "demo-qm9" / "quotient" / "seed0" / "train.log").read_text()
     assert not (work / target).exists()
+
+
+def test_dvc_repro_runs_the_stage_with_the_slurm_profile(tmp_path):
+    """README "DVC": `SNAKEMAKE_PROFILE=slurm dvc repro`. The stage command names no executor;
+    Snakemake takes the profile from the environment and submits the stage's jobs through sbatch
+    (the cluster's default partition); DVC then records the stage and both tools agree."""
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    work = copy_workflow(tmp_path / "repo", TINY)
+    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], [*git, "commit", "-qm", "tiny study"]):
+        subprocess.run(cmd, cwd=work, check=True)
+    env = tool_env(SNAKEMAKE_PROFILE="slurm")
+    out = subprocess.run(["timeout", "-s", "KILL", "900", str(bin_dir / "dvc"), "repro", "data"], cwd=work, env=env,
+                         capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-4000:]
+    assert "Using profile slurm" in text or "Using profiles slurm" in text, text[-4000:]
+    jobs = submitted(text)
+    assert len(jobs) == 1, text[-4000:]  # featurize; the settings stamp and data_info are local rules
+    assert set(sacct_states(jobs).values()) == {"COMPLETED"}
+    status = subprocess.run([str(bin_dir / "dvc"), "status"], cwd=work, env=env, capture_output=True, text=True)
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+    dry = snakemake("-n", "study_data", cwd=work, env=env)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
