@@ -25,7 +25,7 @@ FIGURES = {  # file -> caption
     "metrics.png": "Headline metric by treatment (mean ± std over seeds).",
     "coverage_curves.png": "Recall coverage against the RMSD threshold (dashed: the dataset's threshold).",
     "amr_distribution.png": "Per-molecule minimum RMSD to the generated set.",
-    "loss_curves.png": "Training loss (smoothed) and validation loss.",
+    "loss_curves.png": "Training loss (smoothed) and validation loss against step and training wall time.",
     "rg_vs_length.png": "Radius of gyration against chain length; dashed: 2.2 N^0.38 Å (compact proteins).",
     "examples.png": "One generated structure per dataset and treatment.",
     "nfe_sweep.png": "Headline metric against the number of network evaluations (NFE) per sample.",

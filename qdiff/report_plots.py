@@ -84,13 +84,15 @@ def amr_distributions(metrics: list[dict], path: Path) -> None:
 
 
 def loss_curves(run_dirs: dict[tuple[str, str, object], Path], path: Path) -> None:
-    """Training loss (smoothed) and validation loss against step from each run's log.csv."""
+    """Training loss (smoothed) and validation loss from each run's log.csv, one row per dataset:
+    against step (left) and against the training clock `wall_s` (right; logs from before the
+    column have no right-hand curve)."""
     logs = {key: run / "log.csv" for key, run in run_dirs.items() if (run / "log.csv").is_file()}
     if not logs:
         return _empty(path, "no training logs found next to the metrics files")
     datasets = sorted({key[0] for key in logs})
-    fig, axes = _grid(len(datasets))
-    for ax, dataset in zip(axes, datasets):
+    fig, axes = _pyplot().subplots(len(datasets), 2, figsize=(8.4, 3.2 * len(datasets)), squeeze=False)
+    for (step_ax, wall_ax), dataset in zip(axes, datasets):
         for (ds, treatment, seed), log in sorted(logs.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
             if ds != dataset:
                 continue
@@ -98,16 +100,20 @@ def loss_curves(run_dirs: dict[tuple[str, str, object], Path], path: Path) -> No
                 rows = list(csv.DictReader(fh))
             if not rows:
                 continue
-            step = np.array([float(r["step"]) for r in rows])
             loss = np.array([float(r["loss"]) for r in rows])
             window = max(1, len(loss) // 50)
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-            ax.plot(step[window - 1 :], smooth, color=COLORS.get(treatment), lw=1, label=f"{treatment} s{seed}")
-            val = [(float(r["step"]), float(r["val_loss"])) for r in rows if r.get("val_loss")]
-            if val:
-                ax.plot(*zip(*val), "o", ms=2, color=COLORS.get(treatment))
-        ax.set(title=f"{dataset}: training loss (dots: validation)", xlabel="step", ylabel="loss", yscale="log")
-        ax.legend(fontsize=6)
+            for ax, column in ((step_ax, "step"), (wall_ax, "wall_s")):
+                if not all(r.get(column) for r in rows):
+                    continue
+                x = np.array([float(r[column]) for r in rows])
+                ax.plot(x[window - 1 :], smooth, color=COLORS.get(treatment), lw=1, label=f"{treatment} s{seed}")
+                val = [(float(r[column]), float(r["val_loss"])) for r in rows if r.get("val_loss")]
+                if val:
+                    ax.plot(*zip(*val), "o", ms=2, color=COLORS.get(treatment))
+        step_ax.set(title=f"{dataset}: training loss (dots: validation)", xlabel="step", ylabel="loss", yscale="log")
+        wall_ax.set(title=f"{dataset}: against training time", xlabel="training wall time (s)", ylabel="loss", yscale="log")
+        step_ax.legend(fontsize=6)
     _save(fig, path)
 
 

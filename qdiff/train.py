@@ -4,7 +4,8 @@ Re-running the same command resumes from `<run>/checkpoints/last.pt` with model,
 scheduler, RNG and data-order state, so an interrupted-and-resumed run reproduces the
 uninterrupted one. Checkpoints are written atomically every `checkpoint_every` steps, every
 `checkpoint_minutes`, and on SIGTERM / SIGUSR1 (Slurm's pre-emption warning) before exiting with
-status 143. The finished run leaves `<run>/model.pt` (EMA weights + config) and `<run>/log.csv`.
+status 143. The finished run leaves `<run>/model.pt` (EMA weights + config) and `<run>/log.csv` (one row per
+step; `wall_s` is the training clock, continued across resumes).
 """
 from __future__ import annotations
 
@@ -266,22 +267,31 @@ def _distributed(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def trim_log(path: Path, step: int) -> None:
+LOG_COLUMNS = ["step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "val_loss", "wall_s"]
+
+
+def trim_log(path: Path, step: int) -> float:
     """Keep the rows of `log.csv` up to `step` (the checkpoint a run resumes from): the rows a killed
     run logged after its last checkpoint are logged again on resume, and a half-written last line
-    goes. Rewritten atomically."""
+    goes. A log from before a column existed gets today's header, the old rows padded with blanks.
+    Rewritten atomically. Returns the last kept row's `wall_s` (0.0 if none), where the resumed
+    run's training clock continues."""
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
-    kept = [rows[0]] if rows else []
+    header = rows[0] if rows else LOG_COLUMNS
+    kept = []
     for row in rows[1:]:
         try:
-            complete = len(row) == len(rows[0]) and int(row[0]) <= step
+            complete = len(row) == len(header) and int(row[0]) <= step
         except ValueError:
             complete = False
         if complete:
-            kept.append(row)
+            record = dict(zip(header, row))
+            kept.append([record.get(column, "") for column in LOG_COLUMNS])
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        csv.writer(fh).writerows(kept)
+        csv.writer(fh).writerows([LOG_COLUMNS, *kept])
+    wall = kept[-1][LOG_COLUMNS.index("wall_s")] if kept else ""
+    return float(wall) if wall else 0.0
 
 
 def _tensorboard(path: Path):
@@ -581,14 +591,15 @@ class Trainer:
         pool = None
         log_path = self.run_dir / "log.csv"
         new_log = not log_path.is_file() or self.step == 0
+        wall_before = 0.0  # training seconds of earlier attempts (the log's wall_s continues across resumes)
         if lead and not new_log:
-            trim_log(log_path, self.step)  # a resumed run starts from a clean log: no rows past its checkpoint
+            wall_before = trim_log(log_path, self.step)  # a resumed run starts from a clean log: no rows past its checkpoint
         try:
             with open(log_path if lead else os.devnull, "w" if new_log else "a", newline="") as fh:
                 writer = csv.writer(fh)
                 if new_log:
-                    writer.writerow(["step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "val_loss"])
-                last_save = time.monotonic()
+                    writer.writerow(LOG_COLUMNS)
+                last_save = clock_start = time.monotonic()
                 bar = progress_bar(total=c["steps"], initial=self.step, desc="train", unit="step", enabled=self.progress and lead)
                 pool = ThreadPoolExecutor(1, thread_name_prefix="qdiff-prefetch")
                 pending = None
@@ -611,7 +622,8 @@ class Trainer:
                             self.best_val = val
                             self.save("best.pt")
                     writer.writerow([self.step, self.epoch, f"{loss:.6g}", f"{self.scheduler.get_last_lr()[0]:.6g}",
-                                     f"{grad_norm:.6g}", f"{rate:.1f}", val if val == "" else f"{val:.6g}"])
+                                     f"{grad_norm:.6g}", f"{rate:.1f}", val if val == "" else f"{val:.6g}",
+                                     f"{wall_before + time.monotonic() - clock_start:.2f}"])
                     if board is not None:
                         for name, value in (("loss", loss), ("lr", self.scheduler.get_last_lr()[0]), ("grad_norm", grad_norm),
                                             ("samples_per_s", rate), ("val_loss", val)):

@@ -508,12 +508,22 @@ def test_a_failed_report_leaves_no_report_page_and_none_of_the_earlier_files(ctx
 
 def test_a_resumed_run_logs_each_step_once(tmp_path):
     """The rows a killed run logged after its last checkpoint, and a half-written last line, go
-    when the run resumes from that checkpoint."""
+    when the run resumes from that checkpoint; the training clock continues from the last kept row."""
     from qdiff.train import trim_log
 
     log = tmp_path / "log.csv"
-    header = "step,epoch,loss,lr,grad_norm,samples_per_s,val_loss\n"
-    log.write_text(header + "".join(f"{s},0,0.5,0.001,1.0,10.0,\n" for s in range(1, 6)) + "6,0,0.4")
-    trim_log(log, 3)
-    assert log.read_text() == header + "".join(f"{s},0,0.5,0.001,1.0,10.0,\n" for s in range(1, 4))  # newlines read as \n
+    header = "step,epoch,loss,lr,grad_norm,samples_per_s,val_loss,wall_s\n"
+    log.write_text(header + "".join(f"{s},0,0.5,0.001,1.0,10.0,,{2.5 * s}\n" for s in range(1, 6)) + "6,0,0.4")
+    assert trim_log(log, 3) == 7.5
+    assert log.read_text() == header + "".join(f"{s},0,0.5,0.001,1.0,10.0,,{2.5 * s}\n" for s in range(1, 4))  # newlines read as \n
     assert not (tmp_path / "log.csv.tmp").exists()
+
+
+def test_a_log_from_before_the_wall_clock_column_is_resumed_with_it(tmp_path):
+    from qdiff.train import trim_log
+
+    log = tmp_path / "log.csv"
+    log.write_text("step,epoch,loss,lr,grad_norm,samples_per_s,val_loss\n1,0,0.5,0.001,1.0,10.0,\n2,0,0.4,0.001,1.0,10.0,0.3\n")
+    assert trim_log(log, 2) == 0.0
+    assert log.read_text().splitlines() == ["step,epoch,loss,lr,grad_norm,samples_per_s,val_loss,wall_s",
+                                            "1,0,0.5,0.001,1.0,10.0,,", "2,0,0.4,0.001,1.0,10.0,0.3,"]

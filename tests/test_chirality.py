@@ -239,7 +239,13 @@ def test_an_so3_run_samples_without_the_switch_and_records_it(tmp_path):
                           "it does use the label (loss at t >= 0.5 up 10-110% when the label is flipped), but sampling "
                           "keeps most of the prior's handedness: 57% (1k steps), 55% (3k), 72% (6k), 75% (12k); an MLP gate on g "
                           "from (chi, t) instead of one plain channel: 52% (3k); quotient 58% (3k); SDE sampling 62-65% (3k); "
-                          "Proteina t-distribution 58% (3k); batch 64: 56% (3k); see issue 12",
+                          "Proteina t-distribution 58% (3k); batch 64: 56% (3k). One enantiomer per molecule "
+                          "(CHFClBr and alanine, the O(3) test's set) is no easier: 55% (1k). Where it fails (CHFClBr "
+                          "alone, 1k steps): the exact marginal velocity (Monte-Carlo over rotations) samples 100% right "
+                          "at 20 Euler steps, its handedness flipping between t = 0.5 and 0.85; the network's ODE 61%; "
+                          "exact field to t = 0.5 then the network 82%; the network to t = 0.5 then the exact field 100%: "
+                          "the learned field under-flips after t = 0.5 (on interpolant states its flip rate per step "
+                          "is close to exact, so the shortfall is off the training marginal); see issue 12",
                    strict=False)
 def test_a_tiny_so3_network_makes_the_right_enantiomer_without_a_switch(tmp_path):
     """Both enantiomers of CHFClBr, one conformer each: the network must read the stereo feature

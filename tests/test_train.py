@@ -1,5 +1,6 @@
 """Training: a resumed run reproduces the uninterrupted one; pre-emption saves and exits;
 checkpoints load with weights_only=True; bad settings fail early."""
+import csv
 import os
 import signal
 import subprocess
@@ -42,6 +43,8 @@ def test_resumed_run_reproduces_the_uninterrupted_one(tmp_path, store):
     assert state["step"] == 24
     rows = (cut / "log.csv").read_text().splitlines()
     assert rows[0].startswith("step,epoch,loss") and rows[-1].startswith("24,")
+    wall = [float(r["wall_s"]) for r in csv.DictReader((cut / "log.csv").open())]
+    assert len(wall) == 24 and wall[0] > 0 and all(b >= a for a, b in zip(wall, wall[1:]))  # the clock continues across the resume
 
 
 def test_resume_keeps_the_conformer_choices_of_a_multi_conformer_store(tmp_path):
