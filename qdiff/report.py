@@ -278,7 +278,7 @@ def _html_page(markdown: str) -> str:
 
 
 def write_curves(run_dirs: dict[tuple, Path], folder: Path) -> list[Path]:
-    """`<dataset>.<treatment>.seed<seed>.csv` (step, loss, val_loss) from each run's log.csv: the
+    """`<dataset>.<treatment>.seed<seed>.csv` (step, loss, val_loss, wall_s) from each run's log.csv: the
     loss curves of loss_curves.png as data, so `dvc plots diff` can compare them across commits.
     The folder is written even when no run has a log (an empty folder, not a missing output)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -291,8 +291,8 @@ def write_curves(run_dirs: dict[tuple, Path], folder: Path) -> list[Path]:
             rows = list(csv.DictReader(fh))
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["step", "loss", "val_loss"])
-        writer.writerows([r["step"], r["loss"], r.get("val_loss") or ""] for r in rows)
+        writer.writerow(["step", "loss", "val_loss", "wall_s"])
+        writer.writerows([r["step"], r["loss"], r.get("val_loss") or "", r.get("wall_s") or ""] for r in rows)
         path = folder / f"{dataset}.{treatment}.seed{seed}.csv"
         atomic_write_text(path, buf.getvalue())
         written.append(path)

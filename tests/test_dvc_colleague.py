@@ -110,6 +110,33 @@ def test_dvc_stages_run_the_selected_studys_jobs(tmp_path):
         assert ("fetch_dataset" in counts) == (study == "paper") and "train_model" not in counts, counts
 
 
+def test_report_writes_each_runs_loss_curve_as_data(tmp_path):
+    """results/report/curves/<dataset>.<treatment>.seed<seed>.csv, the plot data dvc.yaml declares:
+    one per run with a training log (none for a classical baseline), in the log's order."""
+    import csv
+
+    from qdiff.report import write_curves
+
+    run = tmp_path / "runs" / "demo-qm9" / "quotient" / "seed0"
+    run.mkdir(parents=True)
+    (run / "log.csv").write_text("step,epoch,loss,lr,grad_norm,samples_per_s,val_loss,wall_s\n"
+                                 "1,0,2.5,0.001,1.0,10,,0.5\n2,0,2.0,0.001,1.0,10,1.9,1.0\n")
+    old = tmp_path / "runs" / "demo-qm9" / "conventional" / "seed1"  # a log from before wall_s
+    old.mkdir(parents=True)
+    (old / "log.csv").write_text("step,epoch,loss,lr,grad_norm,samples_per_s,val_loss\n5,1,0.75,0.001,1.0,10,0.8\n")
+    baseline = tmp_path / "baselines" / "demo-qm9" / "etkdg"
+    baseline.mkdir(parents=True)
+    runs = {("demo-qm9", "quotient", 0): run, ("demo-qm9", "conventional", 1): old, ("demo-qm9", "etkdg", 0): baseline}
+    written = write_curves(runs, tmp_path / "curves")
+    assert [p.name for p in written] == ["demo-qm9.conventional.seed1.csv", "demo-qm9.quotient.seed0.csv"]
+    with open(written[1]) as fh:
+        assert list(csv.DictReader(fh)) == [{"step": "1", "loss": "2.5", "val_loss": "", "wall_s": "0.5"},
+                                            {"step": "2", "loss": "2.0", "val_loss": "1.9", "wall_s": "1.0"}]
+    with open(written[0]) as fh:
+        assert list(csv.DictReader(fh)) == [{"step": "5", "loss": "0.75", "val_loss": "0.8", "wall_s": ""}]
+    assert sorted(p.name for p in (tmp_path / "curves").iterdir()) == [p.name for p in written]
+
+
 @pytest.mark.slow
 def test_a_colleague_pulls_the_study_changes_a_dataset_and_returns_to_the_shared_results(tmp_path):
     """README "DVC", step by step (TINY study; B is uid 65534 when this runs as root, as in CI)."""
