@@ -84,7 +84,7 @@ def test_dvc_stages_name_no_dataset_and_follow_the_study():
     assert not [n for n in names if re.search(rf"\b{re.escape(n)}\b", body)], body
     for name, stage in stages.items():
         assert re.fullmatch(r"(mkdir -p \S+ && )?snakemake --cores all study_" + name, stage["cmd"]), stage["cmd"]
-        assert {"Snakefile", "workflow/rules", "workflow/schemas", "studies"} <= set(stage["deps"])
+        assert {"Snakefile", "workflow/rules", "workflow/schemas", "profiles/default", "studies"} <= set(stage["deps"])
         assert {"study", name} <= set(stage["params"][0]["config.yaml"])
         assert all(next(iter(o.values())).get("persist") for o in stage["outs"])
     snakefile = (ROOT / "Snakefile").read_text()
@@ -188,6 +188,7 @@ def test_a_colleague_pulls_the_study_changes_a_dataset_and_returns_to_the_shared
         b.dvc("config", "--local", "core.site_cache_dir", str(home_b / "dvc-site"))
         b.dvc("pull")
         assert tree_hashes(b.path) == hashes
+        assert (b.path / "results" / "data" / "demo-qm9.h5").stat().st_uid == (65534 if user else os.geteuid())
         assert not (b.path / ".snakemake" / "metadata").exists() or not any((b.path / ".snakemake" / "metadata").iterdir())
         dry = b.snakemake("-n")
         assert "Nothing to be done" in dry and job_counts(dry) == {}, dry[-3000:]
