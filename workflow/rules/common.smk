@@ -245,11 +245,11 @@ def report_outputs():
 # `results/<stage>/settings/<name>.<kind>.<digest>.json`, named by the digest of its family's
 # settings in the study, the shell code of its rules and the digests of the families before it
 # (fetch -> data -> train -> sample -> report; data -> baseline -> report; toy). A changed setting
-# or rule names new stamps for that family and every family after it, so exactly those jobs re-run,
-# with or without Snakemake's records in .snakemake/ (a clone that pulled the results with DVC has
-# none: the aggregate rules list every current stamp, see stamp_files). Every other input is
-# `ancient`: file times decide nothing, as `dvc pull`, `dvc checkout` and `git clone` write files
-# in an arbitrary order (README, "DVC").
+# or rule names new stamps for that family and every family after it, so exactly those jobs re-run
+# (the aggregate rules list every current stamp, see stamp_files). Every other input is `ancient`
+# and profiles/default turns off the triggers that read .snakemake/: neither file times (`dvc pull`,
+# `dvc checkout` and `git clone` write files in an arbitrary order) nor Snakemake's records (none
+# in a clone that pulled; those of another run after `dvc checkout`) decide anything. README, "DVC".
 STAMP_STAGES = {
     "fetch": "data",
     "data": "data",
@@ -344,8 +344,8 @@ FETCHED_DATASETS = ("qm9", "geom-qm9", "geom-drugs", "pdb")
 
 def stamp_files(*milestones):
     """The current stamps of the study's milestones (toy, data, models): inputs of the aggregate
-    rules, so that a stamp that does not exist yet is built and its jobs re-run even where
-    .snakemake/ has no records (Snakemake looks for missing inputs of existing outputs only then)."""
+    rules, so that a stamp that does not exist yet is built and its jobs re-run (Snakemake looks
+    for a missing input of an existing output only when something asks for that input)."""
     files = []
     if "toy" in milestones:
         files.append(stamp("toy", "study"))
