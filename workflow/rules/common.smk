@@ -345,7 +345,8 @@ FETCHED_DATASETS = ("qm9", "geom-qm9", "geom-drugs", "pdb")
 def stamp_files(*milestones):
     """The current stamps of the study's milestones (toy, data, models): inputs of the aggregate
     rules, so that a stamp that does not exist yet is built and its jobs re-run (Snakemake looks
-    for a missing input of an existing output only when something asks for that input)."""
+    for a missing input of an existing output only when a target asks for that input).
+    """
     files = []
     if "toy" in milestones:
         files.append(stamp("toy", "study"))
