@@ -45,6 +45,10 @@ localrules:
     data_info,
     report,
     toy_summary,
+    settings_stamp,
+    study_toy,
+    study_data,
+    study_models,
 
 
 rule all:
@@ -53,6 +57,26 @@ rule all:
         toy_summary_outputs(),
         data_outputs(),
         report_outputs(),
+        stamp_files("toy", "data", "models"),
+
+
+# The three milestones of the study, one per DVC stage (dvc.yaml): `snakemake study_data` etc.
+rule study_toy:
+    input:
+        toy_summary_outputs(),
+        stamp_files("toy"),
+
+
+rule study_data:
+    input:
+        data_outputs(),
+        stamp_files("data"),
+
+
+rule study_models:
+    input:
+        report_outputs(),
+        stamp_files("models"),
 
 
 # A first run explains itself: where the report is and one line of headline numbers per dataset.

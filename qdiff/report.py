@@ -32,6 +32,8 @@ FIGURES = {  # file -> caption
 }
 # every file write_report writes (report.html last: its presence means the rest is there)
 OUTPUTS = ("summary.csv", "summary.json", "summary.md", *FIGURES, "report.html")
+# the training curves as data (one CSV per run: step, loss, val_loss), for `dvc plots diff`
+CURVES = "curves"
 BACKBONE_KEYS = ("valid_ca_geometry", "clash_rate", "pair_distance_jsd", "rg_jsd", "pairwise_tm", "novelty_max_tm", "helix", "strand")
 STAND_INS = {"demo-drugs": "RDKit ETKDG/MMFF ensembles, a stand-in for GEOM-DRUGS",
              "demo-qm9": "a 2,000-molecule subset of QM9", "demo-backbones": "synthetic backbones"}
@@ -293,6 +295,28 @@ def _html_page(markdown: str) -> str:
             f"<h1>qdiff study report</h1>{''.join(body)}{figures}</body></html>")
 
 
+def write_curves(run_dirs: dict[tuple, Path], folder: Path) -> list[Path]:
+    """`<dataset>.<treatment>.seed<seed>.csv` (step, loss, val_loss, wall_s) from each run's log.csv: the
+    loss curves of loss_curves.png as data, so `dvc plots diff` can compare them across commits.
+    The folder is written even when no run has a log (an empty folder, not a missing output)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (dataset, treatment, seed), run in sorted(run_dirs.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        log = run / "log.csv"
+        if treatment is None or not log.is_file():
+            continue
+        with open(log) as fh:
+            rows = list(csv.DictReader(fh))
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["step", "loss", "val_loss", "wall_s"])
+        writer.writerows([r["step"], r["loss"], r.get("val_loss") or "", r.get("wall_s") or ""] for r in rows)
+        path = folder / f"{dataset}.{treatment}.seed{seed}.csv"
+        atomic_write_text(path, buf.getvalue())
+        written.append(path)
+    return written
+
+
 def write_report(paths: list[str | Path], out_dir: str | Path, convention: str = "zero", sweep: list[str | Path] = ()) -> list[dict]:
     """Tables (CSV, JSON, Markdown), figures (FIGURES) and report.html for the given metrics files;
     `sweep` metrics (the same runs sampled at other NFE) feed only the NFE figure."""
@@ -306,7 +330,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path, convention: str =
     swept = load_metrics(list(sweep))
     check_distinct(swept)
     stores = store_versions(documents + swept)
-    outputs = [out / name for name in OUTPUTS]
+    outputs = [out / name for name in OUTPUTS] + [out / CURVES]
     for path in outputs:
         check_not_an_input(path, *paths, *sweep, flag="--out")
     clear_outputs(*outputs)  # a rerun starts clean: no table or figure of an earlier report beside the new ones
@@ -329,6 +353,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path, convention: str =
     report_plots.amr_distributions(documents, out / "amr_distribution.png")
     runs = {(d["dataset"], d.get("treatment"), d.get("seed")): Path(d["_path"]).parent for d in documents}
     report_plots.loss_curves(runs, out / "loss_curves.png")
+    write_curves(runs, out / CURVES)
     report_plots.rg_vs_length(documents, out / "rg_vs_length.png")
     report_plots.example_structures(_examples(documents), out / "examples.png")
     report_plots.nfe_sweep(documents + swept, out / "nfe_sweep.png")

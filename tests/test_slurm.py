@@ -164,3 +164,29 @@ def test_the_time_limit_warning_signal_makes_training_checkpoint_and_stop(as_use
     jobs = sacct(submitted(text))
     train = [row for row in jobs.values() if row["Comment"].startswith("rule_train_model")]
     assert [(r["State"], r["Partition"]) for r in train] == [("FAILED", "gpu")], jobs
+
+
+def test_dvc_repro_runs_the_stage_with_the_slurm_profile(tmp_path):
+    """README "DVC": `SNAKEMAKE_PROFILE=slurm dvc repro`. The stage command names no executor;
+    Snakemake takes the profile from the environment and submits the stage's jobs through sbatch
+    (the cluster's default partition); DVC then records the stage and both tools agree."""
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    work = copy_workflow(tmp_path / "repo", TINY)
+    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], [*git, "commit", "-qm", "tiny study"]):
+        subprocess.run(cmd, cwd=work, check=True)
+    env = tool_env(SNAKEMAKE_PROFILE="slurm")
+    out = subprocess.run(["timeout", "-s", "KILL", "900", str(bin_dir / "dvc"), "repro", "data"], cwd=work, env=env,
+                         capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-4000:]
+    assert "Using profile slurm" in text or "Using profiles slurm" in text, text[-4000:]
+    jobs = submitted(text)
+    assert len(jobs) == 1, text[-4000:]  # featurize; the settings stamp and data_info are local rules
+    assert {row["State"] for row in sacct(jobs).values()} == {"COMPLETED"}, sacct(jobs)
+    status = subprocess.run([str(bin_dir / "dvc"), "status"], cwd=work, env=env, capture_output=True, text=True)
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+    dry = snakemake("-n", "study_data", cwd=work, env=env)
+    assert "Nothing to be done" in dry.stdout + dry.stderr

@@ -244,7 +244,8 @@ RAW_FOLDER = {"qm9": "qm9", "geom-qm9": "geom", "geom-drugs": "geom", "pdb": "pd
 
 
 def fetch_record(wildcards):
-    return f"resources/{RAW_FOLDER[wildcards.dataset]}/fetched.json"
+    """The fetch record of the job's dataset (`ancient`, as every input: see "Settings stamps")."""
+    return ancient(f"resources/{RAW_FOLDER[wildcards.dataset]}/fetched.json")
 
 
 def fetched_datasets(raw):
@@ -367,5 +368,136 @@ def report_outputs():
             "examples.png",
             "nfe_sweep.png",
             "report.html",
+            "curves",
         ],
     )
+
+
+# Settings stamps. Every job has, among its inputs, a stamp of what it depends on:
+# `results/<stage>/settings/<name>.<kind>.<digest>.json`, named by the digest of its family's
+# settings in the study, the shell code of its rules and the digests of the families before it
+# (fetch -> data -> train -> sample -> report; data -> baseline -> report; toy). A changed setting
+# or rule names new stamps for that family and every family after it, so exactly those jobs re-run
+# (the aggregate rules list every current stamp, see stamp_files). Every other input is `ancient`
+# and profiles/default turns off the triggers that read .snakemake/: neither file times (`dvc pull`,
+# `dvc checkout` and `git clone` write files in an arbitrary order) nor Snakemake's records (none
+# in a clone that pulled; those of another run after `dvc checkout`) decide anything. README, "DVC".
+STAMP_STAGES = {
+    "fetch": "data",
+    "data": "data",
+    "train": "runs",
+    "sample": "runs",
+    "baseline": "baselines",
+    "report": "report",
+    "toy": "toy",
+}
+STAMP_RULES = {
+    "fetch": ["fetch_dataset"],
+    "data": ["featurize_raw", "featurize_offline", "data_info"],
+    "train": ["train_model"],
+    "sample": ["sample_model", "sample_sweep", "evaluate_model", "evaluate_sweep"],
+    "baseline": ["classical_baseline", "evaluate_baseline"],
+    "report": ["report"],
+    "toy": ["toy_run", "toy_run_velocity", "toy_summary"],
+}
+
+
+def stamp_record(kind, name):
+    """What the jobs of one family (kind) for one dataset (name) depend on, as a dict."""
+    record = {"code": [workflow.get_rule(r).shellcmd for r in STAMP_RULES[kind]]}
+    if kind == "fetch":  # name: the download folder (resources/<raw>), shared by GEOM's two datasets
+        record["fetch"] = config["data"].get("fetch", {}).get(fetched_datasets(name)[0], {})
+    elif kind == "data":
+        record["fetch"] = stamp_digest("fetch", RAW_FOLDER[name]) if name in RAW_FOLDER else None
+        record["featurize"] = config["data"].get("featurize", {}).get(name, {})
+    elif kind in ("train", "sample"):
+        record["after"] = stamp_digest("data" if kind == "train" else "train", name)
+        record[kind] = model_section(name, kind)
+    elif kind == "baseline":
+        record["after"] = stamp_digest("data", name)
+        record["split"] = model_section(name, "train").get("split")
+        sample = model_section(name, "sample")
+        record["sample"] = {
+            k: sample.get(k) for k in ("max_molecules", "multiplier") if k in sample
+        }
+    elif kind == "report":
+        m = config.get("models") or {}
+        record["runs"] = {k: m.get(k) for k in ("datasets", "treatments", "seeds")}
+        record["baselines"] = m.get("baselines", [])
+        record["after"] = {
+            d: [stamp_digest("sample", d)]
+            + ([stamp_digest("baseline", d)] if d in MOLECULE_DATASETS else [])
+            for d in m.get("datasets", [])
+        }
+    elif kind == "toy":
+        record["toy"] = config["toy"]
+    return record
+
+
+def stamp_text(kind, name):
+    import json
+
+    return json.dumps(stamp_record(kind, name), sort_keys=True, separators=(",", ":"))
+
+
+def stamp_digest(kind, name):
+    import hashlib
+
+    return hashlib.sha256(stamp_text(kind, name).encode()).hexdigest()[:12]
+
+
+def stamp(kind, name):
+    """The current stamp of (kind, name), flagged `ancient` like every other input."""
+    return ancient(
+        f"results/{STAMP_STAGES[kind]}/settings/{name}.{kind}.{stamp_digest(kind, name)}.json"
+    )
+
+
+def stamp_of(kind):
+    """Input function: the stamp of `kind` for the job's dataset."""
+
+    def get(wildcards):
+        return stamp(kind, wildcards.dataset)
+
+    return get
+
+
+def fetch_stamp(wildcards):
+    """Input function of fetch_dataset: the fetch stamp of its download folder."""
+    return stamp("fetch", wildcards.raw)
+
+
+def study_stamp(kind):
+    """Input function: the stamp of a study-wide family (toy, report)."""
+
+    def get(wildcards):
+        return stamp(kind, "study")
+
+    return get
+
+
+def stamp_files(*milestones):
+    """The current stamps of the study's milestones (toy, data, models): inputs of the aggregate
+    rules, so that a stamp that does not exist yet is built and its jobs re-run (Snakemake looks
+    for a missing input of an existing output only when a target asks for that input).
+    """
+    files = []
+    if "toy" in milestones:
+        files.append(stamp("toy", "study"))
+    if "data" in milestones:
+        for d in config["data"]["datasets"]:
+            if d in RAW_FOLDER:
+                files.append(stamp("fetch", RAW_FOLDER[d]))
+            files.append(stamp("data", d))
+    m = config.get("models")
+    if "models" in milestones and m:
+        for d in m["datasets"]:
+            files += [stamp("train", d), stamp("sample", d)]
+            if d in MOLECULE_DATASETS and m.get("baselines"):
+                files.append(stamp("baseline", d))
+        files.append(stamp("report", "study"))
+    return files
+
+
+def stamp_content(wildcards):
+    return stamp_text(wildcards.kind, wildcards.name)

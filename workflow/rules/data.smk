@@ -10,6 +10,8 @@ STORE_VERSIONS = "results/data/versions"
 # Not protected(): a dataset update re-runs the fetch (a changed `data.fetch` setting, or
 # `snakemake -R fetch_dataset`), and a write-protected record stops that for a normal user.
 rule fetch_dataset:
+    input:
+        fetch_stamp,
     output:
         "resources/{raw}/fetched.json",
     log:
@@ -33,7 +35,8 @@ rule fetch_dataset:
 
 rule featurize_raw:
     input:
-        fetch_record,
+        raw=fetch_record,
+        settings=stamp_of("data"),
     output:
         "results/data/{dataset}.h5",
     log:
@@ -51,7 +54,7 @@ rule featurize_raw:
         slurm_partition=slurm_partition(),
         slurm_account=slurm_account,
     params:
-        raw=subpath(input[0], parent=True),
+        raw=subpath(input.raw, parent=True),
         settings=featurize_settings,
         versions=STORE_VERSIONS,
     shell:
@@ -60,6 +63,8 @@ rule featurize_raw:
 
 
 rule featurize_offline:
+    input:
+        stamp_of("data"),
     output:
         "results/data/{dataset}.h5",
     log:
@@ -91,7 +96,8 @@ rule featurize_offline:
 
 rule data_info:
     input:
-        "results/data/{dataset}.h5",
+        store=ancient("results/data/{dataset}.h5"),
+        settings=stamp_of("data"),
     output:
         "results/data/{dataset}.info.json",
     log:
@@ -103,4 +109,27 @@ rule data_info:
         runtime=5,
         mem_mb=1000,
     shell:
-        "qdiff data info --json {input} > {output} 2> {log}"
+        "qdiff data info --json {input.store} > {output} 2> {log}"
+
+
+# The settings stamps of every job family (common.smk, "Settings stamps"): what the family
+# depends on, as JSON.
+rule settings_stamp:
+    output:
+        "results/{stage}/settings/{name}.{kind}.{digest}.json",
+    log:
+        "logs/settings/{stage}/{name}.{kind}.{digest}.log",
+    wildcard_constraints:
+        stage="|".join(set(STAMP_STAGES.values())),
+        kind="|".join(STAMP_STAGES),
+        digest="[0-9a-f]{12}",
+    conda:
+        "../../envs/qdiff.yaml"
+    threads: 1
+    resources:
+        runtime=1,
+        mem_mb=100,
+    params:
+        settings=stamp_content,
+    shell:
+        "printf '%s\\n' {params.settings:q} > {output} 2> {log}"

@@ -4,7 +4,8 @@
 
 rule train_model:
     input:
-        "results/data/{dataset}.h5",
+        store=ancient("results/data/{dataset}.h5"),
+        settings=stamp_of("train"),
     output:
         # Not protected(): a new version of the store re-runs this job, which starts over when its
         # checkpoints belong to another store version (`qdiff train` compares their content digests).
@@ -33,13 +34,14 @@ rule train_model:
         launcher=train_launcher,
         settings=train_settings,
     shell:
-        "{params.launcher} train --store {input} --out {params.run} --treatment {wildcards.treatment}"
+        "{params.launcher} train --store {input.store} --out {params.run} --treatment {wildcards.treatment}"
         " --seed {wildcards.seed} {params.settings} > {log} 2>&1"
 
 
 rule sample_model:
     input:
-        "results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
+        model=ancient("results/runs/{dataset}/{treatment}/seed{seed}/model.pt"),
+        settings=stamp_of("sample"),
     output:
         "results/runs/{dataset}/{treatment}/seed{seed}/samples.h5",
     log:
@@ -57,7 +59,7 @@ rule sample_model:
         slurm_partition=slurm_partition(sample_gpus),
         slurm_account=slurm_account,
     params:
-        run=subpath(input[0], parent=True),
+        run=subpath(input.model, parent=True),
         flags=sample_flags,
     shell:
         "qdiff sample --run {params.run} --out {output} --seed {wildcards.seed} {params.flags} > {log} 2>&1"
@@ -65,8 +67,9 @@ rule sample_model:
 
 rule evaluate_model:
     input:
-        samples="results/runs/{dataset}/{treatment}/seed{seed}/samples.h5",
-        reference="results/data/{dataset}.h5",
+        samples=ancient("results/runs/{dataset}/{treatment}/seed{seed}/samples.h5"),
+        reference=ancient("results/data/{dataset}.h5"),
+        settings=stamp_of("sample"),
     output:
         "results/runs/{dataset}/{treatment}/seed{seed}/metrics.json",
     log:
@@ -88,7 +91,8 @@ rule evaluate_model:
 
 rule sample_sweep:
     input:
-        "results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
+        model=ancient("results/runs/{dataset}/{treatment}/seed{seed}/model.pt"),
+        settings=stamp_of("sample"),
     output:
         # only the sweep's metrics are kept; its samples are removed once evaluated
         temp("results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/samples.h5"),
@@ -110,7 +114,7 @@ rule sample_sweep:
         slurm_partition=slurm_partition(sample_gpus),
         slurm_account=slurm_account,
     params:
-        run=subpath(input[0], parent=True),
+        run=subpath(input.model, parent=True),
         flags=sample_flags,
     shell:
         "qdiff sample --run {params.run} --out {output} --seed {wildcards.seed} {params.flags} > {log} 2>&1"
@@ -118,8 +122,11 @@ rule sample_sweep:
 
 use rule evaluate_model as evaluate_sweep with:
     input:
-        samples="results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/samples.h5",
-        reference="results/data/{dataset}.h5",
+        samples=ancient(
+            "results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/samples.h5"
+        ),
+        reference=ancient("results/data/{dataset}.h5"),
+        settings=stamp_of("sample"),
     output:
         "results/runs/{dataset}/{treatment}/seed{seed}/nfe{steps}/metrics.json",
     log:
@@ -130,7 +137,8 @@ use rule evaluate_model as evaluate_sweep with:
 
 rule classical_baseline:
     input:
-        "results/data/{dataset}.h5",
+        store=ancient("results/data/{dataset}.h5"),
+        settings=stamp_of("baseline"),
     output:
         "results/baselines/{dataset}/{method}/samples.h5",
     log:
@@ -150,13 +158,14 @@ rule classical_baseline:
     params:
         flags=baseline_flags,
     shell:
-        "qdiff etkdg --reference {input} --out {output} {params.flags} > {log} 2>&1"
+        "qdiff etkdg --reference {input.store} --out {output} {params.flags} > {log} 2>&1"
 
 
 use rule evaluate_model as evaluate_baseline with:
     input:
-        samples="results/baselines/{dataset}/{method}/samples.h5",
-        reference="results/data/{dataset}.h5",
+        samples=ancient("results/baselines/{dataset}/{method}/samples.h5"),
+        reference=ancient("results/data/{dataset}.h5"),
+        settings=stamp_of("baseline"),
     output:
         "results/baselines/{dataset}/{method}/metrics.json",
     log:
@@ -167,9 +176,10 @@ use rule evaluate_model as evaluate_baseline with:
 
 rule report:
     input:
-        metrics=metrics_files(),
-        baselines=baseline_metrics_files(),
-        sweep=sweep_metrics_files(),
+        metrics=ancient(metrics_files()),
+        baselines=ancient(baseline_metrics_files()),
+        sweep=ancient(sweep_metrics_files()),
+        settings=study_stamp("report"),
     output:
         csv="results/report/summary.csv",
         md=report("results/report/summary.md", category="Models"),
@@ -210,6 +220,8 @@ rule report:
             category="Models",
         ),
         html="results/report/report.html",
+        # the loss curves as data (one CSV per run), for `dvc plots diff`
+        curves=directory("results/report/curves"),
     log:
         "logs/report.log",
     conda:

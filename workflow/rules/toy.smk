@@ -2,6 +2,8 @@
 
 
 rule toy_run:
+    input:
+        study_stamp("toy"),
     output:
         "results/toy/runs/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json",
     log:
@@ -58,7 +60,8 @@ use rule toy_run as toy_run_velocity with:
 
 rule toy_summary:
     input:
-        toy_result_files(),
+        runs=ancient(toy_result_files()),
+        settings=study_stamp("toy"),
     output:
         csv="results/toy/summary.csv",
         md=report("results/toy/summary.md", category="Toy study"),
@@ -77,4 +80,4 @@ rule toy_summary:
         runtime=5,
         mem_mb=1000,
     shell:
-        "qdiff toy-summary {input} --out results/toy > {log} 2>&1"
+        "qdiff toy-summary {input.runs} --out results/toy > {log} 2>&1"
