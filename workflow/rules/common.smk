@@ -405,10 +405,16 @@ STAMP_RULES = {
 def stamp_record(kind, name):
     """What the jobs of one family (kind) for one dataset (name) depend on, as a dict."""
     record = {"code": [workflow.get_rule(r).shellcmd for r in STAMP_RULES[kind]]}
-    if kind == "fetch":  # name: the download folder (resources/<raw>), shared by GEOM's two datasets
-        record["fetch"] = config["data"].get("fetch", {}).get(fetched_datasets(name)[0], {})
+    if (
+        kind == "fetch"
+    ):  # name: the download folder (resources/<raw>), shared by GEOM's two datasets
+        record["fetch"] = (
+            config["data"].get("fetch", {}).get(fetched_datasets(name)[0], {})
+        )
     elif kind == "data":
-        record["fetch"] = stamp_digest("fetch", RAW_FOLDER[name]) if name in RAW_FOLDER else None
+        record["fetch"] = (
+            stamp_digest("fetch", RAW_FOLDER[name]) if name in RAW_FOLDER else None
+        )
         record["featurize"] = config["data"].get("featurize", {}).get(name, {})
     elif kind in ("train", "sample"):
         record["after"] = stamp_digest("data" if kind == "train" else "train", name)
