@@ -73,6 +73,15 @@ rule study_data:
         stamp_files("data"),
 
 
+# Every store and trained model (no sampling or evaluation): `snakemake study_training`, e.g. to
+# train on a cluster first, or after a dataset update (tests/test_dataset_update_workflow.py).
+rule study_training:
+    input:
+        data_outputs(),
+        model_files(),
+        stamp_files("data", "training"),
+
+
 rule study_models:
     input:
         report_outputs(),

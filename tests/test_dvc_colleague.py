@@ -207,9 +207,12 @@ def test_a_colleague_pulls_the_study_changes_a_dataset_and_returns_to_the_shared
         assert "Stage 'toy' didn't change, skipping" in out.stdout, out.stdout[-3000:]
         after = tree_hashes(b.path)
         assert {k: v for k, v in after.items() if k.startswith("results/toy/")} == {k: v for k, v in hashes.items() if k.startswith("results/toy/")}
-        # (model.pt too once training refuses a checkpoint of another store: issue 14, dataset versions)
-        for part in ("results/data/demo-qm9.h5", "results/baselines/demo-qm9/etkdg/samples.h5", "results/report/summary.json"):
+        # the model too: training does not resume A's pulled checkpoint, which belongs to the old store
+        for part in ("results/data/demo-qm9.h5", "results/runs/demo-qm9/quotient/seed0/model.pt",
+                     "results/baselines/demo-qm9/etkdg/samples.h5", "results/report/summary.json"):
             assert after[part] != hashes[part], part
+        train_log = (b.path / "logs" / "runs" / "demo-qm9" / "quotient" / "seed0" / "train.log").read_text()
+        assert "not resumed" in train_log and "starting at step 0" in train_log, train_log[-2000:]
         info = json.loads((b.path / "results" / "data" / "demo-qm9.info.json").read_text())
         assert info["molecules"] == 32
         assert "Nothing to be done" in b.snakemake("-n")

@@ -280,6 +280,19 @@ def fetch_flags(wildcards):
     return " ".join(flags)
 
 
+def model_files():
+    """Every trained model of the study (results/runs/<dataset>/<treatment>/seed<k>/model.pt)."""
+    m = config.get("models")
+    if not m:
+        return []
+    return expand(
+        "results/runs/{dataset}/{treatment}/seed{seed}/model.pt",
+        dataset=m["datasets"],
+        treatment=m["treatments"],
+        seed=m["seeds"],
+    )
+
+
 def metrics_files():
     m = config.get("models")
     if not m:
@@ -483,7 +496,7 @@ def study_stamp(kind):
 
 
 def stamp_files(*milestones):
-    """The current stamps of the study's milestones (toy, data, models): inputs of the aggregate
+    """The current stamps of the study's milestones (toy, data, training, models): inputs of the aggregate
     rules, so that a stamp that does not exist yet is built and its jobs re-run (Snakemake looks
     for a missing input of an existing output only when a target asks for that input).
     """
@@ -496,6 +509,8 @@ def stamp_files(*milestones):
                 files.append(stamp("fetch", RAW_FOLDER[d]))
             files.append(stamp("data", d))
     m = config.get("models")
+    if "training" in milestones and m:
+        files += [stamp("train", d) for d in m["datasets"]]
     if "models" in milestones and m:
         for d in m["datasets"]:
             files += [stamp("train", d), stamp("sample", d)]
