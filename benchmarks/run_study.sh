@@ -45,7 +45,7 @@ done
 python "$repo/benchmarks/demo_time_breakdown.py" logs/benchmarks "$(ls .snakemake/log/*.snakemake.log | tail -1)" > "$out/time_breakdown.txt"
 
 python - "$out" "$study" "$commit" "$wall" "$started" "$load_before" "$load_after" "$cores" "${command[*]}" "$out_arg" <<'EOF'
-import hashlib, importlib.metadata as md, json, os, platform, subprocess, sys
+import hashlib, importlib.metadata as md, json, os, platform, sys
 from pathlib import Path
 import h5py
 out, study, commit, wall, started, load_before, load_after, cores, command, out_arg = sys.argv[1:]
@@ -60,12 +60,12 @@ def version(name):
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
 memory = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")) / 2**20
 packages = ", ".join(f"{p} {version(p)}" for p in ("torch", "e3nn", "rdkit", "numpy", "h5py", "snakemake", "posebusters"))
-tests = []
-for samples in sorted(Path("results/runs").glob("*/*/seed*/samples.h5")):
+hashes = set()  # (sha256 of the sampled molecule ids, in order; how many) over every run
+for samples in Path("results/runs").glob("*/*/seed*/samples.h5"):
     with h5py.File(samples) as h5:
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in h5["molecules/id"][:]]
-    tests.append((samples, hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16], len(ids)))
-hashes = sorted({(h, n) for _, h, n in tests})
+    hashes.add((hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16], len(ids)))
+hashes = sorted(hashes)
 lines = [
     f"# The `{study}` study, run on one machine",
     "",

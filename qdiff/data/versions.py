@@ -76,7 +76,7 @@ def list_versions(store: str | Path, root: str | Path | None = None) -> list[dic
 
 def previous_version(store: str | Path, root: str | Path | None = None) -> Path:
     """The version written before the one now at `store` (the latest earlier entry of the history
-    with other content, still present). FileNotFoundError says why there is none."""
+    with other content, still present). A StoreError says why there is none."""
     from .h5store import StoreError
 
     current = store_identity(store)["content_sha256"]
