@@ -26,7 +26,7 @@ from pathlib import Path
 def stage(path: Path, root: Path) -> str:
     parts = path.relative_to(root).parts
     if parts[0] == "toy":
-        return "toy" + (" (velocity form)" if parts[1] == "velocity-form" else "")
+        return "toy"  # one job per target (all its configurations)
     if parts[0] == "data":
         return f"featurize {parts[1].split('.')[0]}"
     if parts[0] == "baselines":

@@ -93,6 +93,11 @@ def _add_toy(sub) -> None:
                    help="align-af3: realign the prediction onto x_t before each update (Boltz-1)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--out", help="also write the JSON result to this file (atomically)")
+    p.add_argument("--run", nargs=6, action="append", default=[],
+                   metavar=("TREATMENT", "SAMPLER", "CURVATURE", "SEED", "PARAMETERIZATION", "OUT"),
+                   help="one configuration of a batch, written to OUT (repeatable; replaces --treatment, --sampler, "
+                   "--curvature, --seed, --parameterization and --out): the workflow runs a target's configurations "
+                   "in one process, each with its own seeded generators, so the results equal separate runs")
     p.set_defaults(func=_run_toy)
 
     s = sub.add_parser("toy-summary", help="collect toy results into summary.csv/.md and a plot")
@@ -101,27 +106,53 @@ def _add_toy(sub) -> None:
     s.set_defaults(func=_run_toy_summary)
 
 
+def _toy_batch(args: argparse.Namespace) -> list[tuple[dict, str | None]]:
+    """(per-configuration settings, output file) for each configuration asked for: the single one of
+    --treatment/--sampler/--curvature/--seed/--parameterization/--out, or every --run."""
+    from .choices import TOY_SAMPLERS
+
+    if not args.run:
+        single = dict(treatment=args.treatment, sampler=args.sampler, curvature=args.curvature, seed=args.seed,
+                      parameterization=args.parameterization)
+        return [(single, args.out)]
+    if args.out:
+        raise SettingsError("toy: --out and --run exclude each other (each --run names its own output)")
+    batch = []
+    for treatment, sampler, curvature, seed, parameterization, out in args.run:
+        for value, allowed, what in ((treatment, TREATMENTS, "treatment"), (sampler, TOY_SAMPLERS, "sampler"),
+                                     (curvature, CURVATURE_SIGNS, "curvature"), (parameterization, PARAMETERIZATIONS, "parameterization")):
+            if value not in allowed:
+                raise SettingsError(f"toy --run: unknown {what} {value!r}; choose one of {', '.join(allowed)}")
+        if not seed.isdigit():
+            raise SettingsError(f"toy --run: the seed must be an integer >= 0, got {seed!r}")
+        batch.append((dict(treatment=treatment, sampler=sampler, curvature=curvature, seed=int(seed),
+                           parameterization=parameterization), out))
+    return batch
+
+
 def _run_toy(args: argparse.Namespace) -> int:
     from .toy import ToyConfig, format_table, run_toy
 
-    config = ToyConfig(
-        target=args.target, treatment=args.treatment, sampler=args.sampler, steps=args.steps,
-        samples=args.samples, seed=args.seed, ode_method=args.ode_method,
-        noise_scale=args.noise_scale, curvature=args.curvature, jitter=args.jitter,
-        mc_draws=args.mc_draws, boltz_realign=args.boltz_realign, rho=args.rho,
-        vertical_drift=args.vertical_drift, parameterization=args.parameterization, sde_schedule=args.sde_schedule,
-    )
-    result = run_toy(config)
-    if args.out:
-        from .atomic import atomic_write_text
+    results = []
+    for settings, out in _toy_batch(args):
+        config = ToyConfig(
+            target=args.target, steps=args.steps, samples=args.samples, ode_method=args.ode_method,
+            noise_scale=args.noise_scale, jitter=args.jitter, mc_draws=args.mc_draws, boltz_realign=args.boltz_realign,
+            rho=args.rho, vertical_drift=args.vertical_drift, sde_schedule=args.sde_schedule, **settings,
+        )
+        result = run_toy(config)
+        results.append(result)
+        if out:
+            from .atomic import atomic_write_text
 
-        atomic_write_text(args.out, json.dumps(result.to_json(), indent=2) + "\n")
+            atomic_write_text(out, json.dumps(result.to_json(), indent=2) + "\n")
+        if not args.json:
+            print(format_table([result]))
+            print(f"nfe={result.nfe}  path_length={result.path_length:.4f} ± {result.path_length_stderr:.4f}"
+                  f"  ({result.seconds:.1f} s)", flush=True)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        print(format_table([result]))
-        print(f"nfe={result.nfe}  path_length={result.path_length:.4f} ± {result.path_length_stderr:.4f}"
-              f"  ({result.seconds:.1f} s)")
+        payload = [r.to_json() for r in results]
+        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
     return 0
 
 

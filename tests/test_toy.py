@@ -191,3 +191,24 @@ def test_cli_json_and_errors():
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
     bad = subprocess.run([sys.executable, "-m", "qdiff", "toy", "--steps", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "positive integer" in bad.stderr
+
+
+def test_a_batch_of_runs_in_one_process_equals_separate_runs(tmp_path):
+    """The workflow runs a target's configurations in one `qdiff toy` process (`--run`); each run's
+    result must be the one a process of its own writes (its generators are seeded per run)."""
+    common = [sys.executable, "-m", "qdiff", "toy", "--target", "shape", "--steps", "8", "--samples", "40", "--mc-draws", "4"]
+    runs = [("quotient", "sde", "plus", "1", "denoiser"), ("align-geodiff", "ode", "minus", "0", "velocity")]
+    batch = [a for i, run in enumerate(runs) for a in ("--run", *run, str(tmp_path / f"batch{i}.json"))]
+    subprocess.run(common + batch, capture_output=True, text=True, check=True)
+    for i, (treatment, sampler, curvature, seed, form) in enumerate(runs):
+        alone = tmp_path / f"alone{i}.json"
+        subprocess.run(common + ["--treatment", treatment, "--sampler", sampler, "--curvature", curvature, "--seed", seed,
+                                 "--parameterization", form, "--out", str(alone)], capture_output=True, text=True, check=True)
+        a, b = (json.loads((tmp_path / name).read_text()) for name in (f"batch{i}.json", alone.name))
+        assert a["config"] == b["config"] and a["config"]["treatment"] == treatment and a["config"]["parameterization"] == form
+        assert a["metrics"] == b["metrics"] and a["path_length"] == b["path_length"]
+    bad = subprocess.run(common + ["--run", "quotient", "sde", "sideways", "0", "denoiser", str(tmp_path / "x.json")],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown curvature 'sideways'" in bad.stderr and not (tmp_path / "x.json").exists()
+    both = subprocess.run(common + ["--out", str(tmp_path / "y.json"), *batch], capture_output=True, text=True)
+    assert both.returncode != 0 and "exclude each other" in both.stderr

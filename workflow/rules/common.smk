@@ -32,14 +32,41 @@ def toy_velocity_form_runs():
     ]
 
 
-def toy_result_files():
+def toy_configurations():
+    """(treatment, sampler, curvature, seed, parameterization) of the toy runs of each target (the
+    same for every target): the denoiser-form runs, then the velocity-form ones."""
+    target = config["toy"]["targets"][0]
     return [
-        f"results/toy/runs/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json"
-        for target, treatment, sampler, curvature, seed in toy_runs()
+        (treatment, sampler, curvature, seed, "denoiser")
+        for t, treatment, sampler, curvature, seed in toy_runs()
+        if t == target
     ] + [
-        f"results/toy/runs/velocity-form/{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json"
-        for target, treatment, sampler, curvature, seed in toy_velocity_form_runs()
+        (treatment, sampler, curvature, seed, "velocity")
+        for t, treatment, sampler, curvature, seed in toy_velocity_form_runs()
+        if t == target
     ]
+
+
+def toy_run_file(target, treatment, sampler, curvature, seed, parameterization):
+    form = "velocity-form/" if parameterization == "velocity" else ""
+    return f"results/toy/runs/{form}{target}/{treatment}/{sampler}-{curvature}/seed{seed}.json"
+
+
+def toy_target_files(target):
+    """Every toy result of one target ("{target}": the rule's output pattern)."""
+    return [toy_run_file(target, *run) for run in toy_configurations()]
+
+
+def toy_result_files():
+    return [f for target in config["toy"]["targets"] for f in toy_target_files(target)]
+
+
+def toy_run_flags(wildcards):
+    """`--run TREATMENT SAMPLER CURVATURE SEED PARAMETERIZATION OUT` for each run of one target."""
+    return " ".join(
+        f"--run {' '.join(map(str, run))} {toy_run_file(wildcards.target, *run)}"
+        for run in toy_configurations()
+    )
 
 
 def toy_summary_outputs():
@@ -411,7 +438,7 @@ STAMP_RULES = {
     "sample": ["sample_model", "sample_sweep", "evaluate_model", "evaluate_sweep"],
     "baseline": ["classical_baseline", "evaluate_baseline"],
     "report": ["report"],
-    "toy": ["toy_run", "toy_run_velocity", "toy_summary"],
+    "toy": ["toy_target", "toy_summary"],
 }
 
 
