@@ -15,11 +15,11 @@ rule toy_target:
         "logs/benchmarks/toy/{target}.tsv"
     wildcard_constraints:
         target="[a-z]+",
+    # after training (10), before sampling: a minute-long job that should not end the study
+    priority: 5
     conda:
         "../../envs/qdiff.yaml"
     threads: 1
-    # after training (10), before sampling: a minute-long job that should not end the study
-    priority: 5
     resources:
         runtime=per_attempt("runtime", 30),
         mem_mb=per_attempt("mem_mb", 2000),
