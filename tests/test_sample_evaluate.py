@@ -106,6 +106,8 @@ def test_report_shows_published_numbers_on_the_same_dataset_and_every_figure(tmp
     geom, demo = sections["geom-drugs"], sections["demo-drugs"]
     assert "ET-Flow(SO(3)) + quotient-space diffusion* (published) | | 78.50 / 84.20" in geom
     assert "(published)" not in demo and "stand-in for GEOM-DRUGS" in demo
+    # a demo section says what its numbers mean and where the real-data result is; a real dataset's does not
+    assert "docs/results/qm9-small/RESULTS.md" in demo and "docs/results/qm9-small" not in geom
     assert "| qdiff quotient (ode) | 1 | 100.0 ± 0.0 / 100.0 |" in geom and "| 100 |" in geom  # plausible %
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count("<table>") == 2 and all(name in page for name in FIGURES)
