@@ -26,7 +26,8 @@ from pathlib import Path
 def stage(path: Path, root: Path) -> str:
     parts = path.relative_to(root).parts
     if parts[0] == "toy":
-        return "toy"  # one job per target (all its configurations)
+        # per_run jobs: toy/[velocity-form/]<target>/...; per_target jobs: toy/<target>.tsv
+        return "toy" + (" (velocity form)" if len(parts) > 2 and parts[1] == "velocity-form" else "")
     if parts[0] == "data":
         return f"featurize {parts[1].split('.')[0]}"
     if parts[0] == "baselines":

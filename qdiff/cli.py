@@ -67,21 +67,22 @@ def _add_toy(sub) -> None:
         "sampled shape distribution against the target, with Monte Carlo standard errors.",
     )
     p.add_argument("--target", choices=TARGETS, default="gaussian")
-    p.add_argument("--treatment", choices=TREATMENTS, default="quotient")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ode")
+    # the per-run flags default to None so that combining them with --run is an error, not ignored
+    p.add_argument("--treatment", choices=TREATMENTS, help="default quotient")
+    p.add_argument("--sampler", choices=SAMPLERS, help="default ode")
     p.add_argument("--steps", type=_positive_int, default=50)
     p.add_argument("--samples", type=_positive_int, default=1000)
-    p.add_argument("--seed", type=_count, default=0)
+    p.add_argument("--seed", type=_count, help="default 0")
     p.add_argument("--ode-method", choices=("euler", "heun"), default="euler")
     p.add_argument("--noise-scale", type=_non_negative_float, default=1.0,
                    help="SDE: eta_t = scale * alpha_hat_t^2 (--sde-schedule eta), or Proteina's noise-only scale gamma (proteina)")
     p.add_argument("--sde-schedule", choices=SDE_SCHEDULES, default="eta",
                    help="eta: temperature-1 SDE; proteina: Proteina's g(t) = 1/(t + 0.01), log time grid, noise scaled by --noise-scale")
-    p.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="denoiser",
-                   help="the oracle minimizes the denoiser-form or the velocity-form loss of the treatment")
+    p.add_argument("--parameterization", choices=PARAMETERIZATIONS,
+                   help="the oracle minimizes the denoiser-form (default) or the velocity-form loss of the treatment")
     p.add_argument(
-        "--curvature", choices=sorted(CURVATURE_SIGNS), default="minus",
-        help="quotient SDE curvature drift: minus (correct), plus (paper Eq. 12 as printed), none",
+        "--curvature", choices=sorted(CURVATURE_SIGNS),
+        help="quotient SDE curvature drift: minus (correct, default), plus (paper Eq. 12 as printed), none",
     )
     p.add_argument("--jitter", type=_non_negative_float, default=0.1, help="isotropic noise on the rigid shapes")
     p.add_argument("--rho", type=_positive_float, default=2.0, help="time grid refinement near the data end")
@@ -91,7 +92,7 @@ def _add_toy(sub) -> None:
                    help="add an equivariant rigid-rotation error of this size to the oracle")
     p.add_argument("--boltz-realign", action="store_true",
                    help="align-af3: realign the prediction onto x_t before each update (Boltz-1)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table: one object, or a list of them with --run")
     p.add_argument("--out", help="also write the JSON result to this file (atomically)")
     p.add_argument("--run", nargs=6, action="append", default=[],
                    metavar=("TREATMENT", "SAMPLER", "CURVATURE", "SEED", "PARAMETERIZATION", "OUT"),
@@ -111,19 +112,22 @@ def _toy_batch(args: argparse.Namespace) -> list[tuple[dict, str | None]]:
     --treatment/--sampler/--curvature/--seed/--parameterization/--out, or every --run."""
     from .choices import TOY_SAMPLERS
 
+    single = dict(treatment=args.treatment, sampler=args.sampler, curvature=args.curvature, seed=args.seed,
+                  parameterization=args.parameterization)
     if not args.run:
-        single = dict(treatment=args.treatment, sampler=args.sampler, curvature=args.curvature, seed=args.seed,
-                      parameterization=args.parameterization)
-        return [(single, args.out)]
-    if args.out:
-        raise SettingsError("toy: --out and --run exclude each other (each --run names its own output)")
+        defaults = dict(treatment="quotient", sampler="ode", curvature="minus", seed=0, parameterization="denoiser")
+        return [({k: defaults[k] if v is None else v for k, v in single.items()}, args.out)]
+    given = [f"--{k}" for k, v in {**single, "out": args.out}.items() if v is not None]
+    if given:
+        raise SettingsError(f"toy: {', '.join(given)} and --run exclude each other (each --run names its own "
+                            "treatment, sampler, curvature, seed, parameterization and output)")
     batch = []
     for treatment, sampler, curvature, seed, parameterization, out in args.run:
         for value, allowed, what in ((treatment, TREATMENTS, "treatment"), (sampler, TOY_SAMPLERS, "sampler"),
                                      (curvature, CURVATURE_SIGNS, "curvature"), (parameterization, PARAMETERIZATIONS, "parameterization")):
             if value not in allowed:
                 raise SettingsError(f"toy --run: unknown {what} {value!r}; choose one of {', '.join(allowed)}")
-        if not seed.isdigit():
+        if not (seed.isascii() and seed.isdigit()):
             raise SettingsError(f"toy --run: the seed must be an integer >= 0, got {seed!r}")
         batch.append((dict(treatment=treatment, sampler=sampler, curvature=curvature, seed=int(seed),
                            parameterization=parameterization), out))
@@ -152,7 +156,7 @@ def _run_toy(args: argparse.Namespace) -> int:
                   f"  ({result.seconds:.1f} s)", flush=True)
     if args.json:
         payload = [r.to_json() for r in results]
-        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+        print(json.dumps(payload if args.run else payload[0], indent=2))
     return 0
 
 

@@ -98,9 +98,9 @@ def test_each_job_runs_in_the_partition_and_account_the_site_names(as_user):
     jobs = sacct(submitted(text))
     rules = {job_id: row["Comment"] for job_id, row in jobs.items()}
     # featurize, train, sample, evaluate, sweep sample, sweep evaluation: one submission each; the
-    # two toy targets: one group submission
+    # four toy runs: one group submission
     assert len(jobs) == 7, rules
-    toy_jobs = [j for j, comment in rules.items() if "toy_target" in comment]
+    toy_jobs = [j for j, comment in rules.items() if "toy_run" in comment]
     assert len(toy_jobs) == 1, rules
     for job_id, row in jobs.items():
         gpu_rule = any(re.match(rf"rule_{r}(_wildcards|$)", row["Comment"]) for r in GPU_RULES)

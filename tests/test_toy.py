@@ -210,5 +210,8 @@ def test_a_batch_of_runs_in_one_process_equals_separate_runs(tmp_path):
     bad = subprocess.run(common + ["--run", "quotient", "sde", "sideways", "0", "denoiser", str(tmp_path / "x.json")],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown curvature 'sideways'" in bad.stderr and not (tmp_path / "x.json").exists()
-    both = subprocess.run(common + ["--out", str(tmp_path / "y.json"), *batch], capture_output=True, text=True)
-    assert both.returncode != 0 and "exclude each other" in both.stderr
+    for flag in (["--out", str(tmp_path / "y.json")], ["--treatment", "conventional"], ["--seed", "7"]):
+        both = subprocess.run(common + flag + batch, capture_output=True, text=True)  # never silently ignored
+        assert both.returncode != 0 and f"{flag[0]} and --run exclude each other" in both.stderr, both.stderr
+    one = subprocess.run(common + batch[:7] + ["--json"], capture_output=True, text=True, check=True)
+    assert [r["treatment"] for r in json.loads(one.stdout)] == ["quotient"]  # a list with --run, however many

@@ -32,9 +32,15 @@ def toy_velocity_form_runs():
     ]
 
 
+def toy_jobs():
+    """How the toy runs are cut into jobs (`toy.jobs`): per_run or per_target."""
+    return config["toy"].get("jobs", "per_run")
+
+
 def toy_configurations():
-    """(treatment, sampler, curvature, seed, parameterization) of the toy runs of each target (the
-    same for every target): the denoiser-form runs, then the velocity-form ones."""
+    """(treatment, sampler, curvature, seed, parameterization) of the toy runs of each target: the
+    denoiser-form runs, then the velocity-form ones. The same for every target (toy_runs() is a
+    product over targets), which the `per_target` rule's fixed output list relies on."""
     target = config["toy"]["targets"][0]
     return [
         (treatment, sampler, curvature, seed, "denoiser")
@@ -438,7 +444,10 @@ STAMP_RULES = {
     "sample": ["sample_model", "sample_sweep", "evaluate_model", "evaluate_sweep"],
     "baseline": ["classical_baseline", "evaluate_baseline"],
     "report": ["report"],
-    "toy": ["toy_target", "toy_summary"],
+    "toy": (
+        ["toy_target"] if toy_jobs() == "per_target" else ["toy_run", "toy_run_velocity"]
+    )
+    + ["toy_summary"],
 }
 
 
