@@ -445,7 +445,9 @@ STAMP_RULES = {
     "baseline": ["classical_baseline", "evaluate_baseline"],
     "report": ["report"],
     "toy": (
-        ["toy_target"] if toy_jobs() == "per_target" else ["toy_run", "toy_run_velocity"]
+        ["toy_target"]
+        if toy_jobs() == "per_target"
+        else ["toy_run", "toy_run_velocity"]
     )
     + ["toy_summary"],
 }
