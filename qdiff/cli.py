@@ -135,6 +135,7 @@ def _toy_batch(args: argparse.Namespace) -> list[tuple[dict, str | None]]:
 
 
 def _run_toy(args: argparse.Namespace) -> int:
+    from .atomic import atomic_write_text
     from .toy import ToyConfig, format_table, run_toy
 
     results = []
@@ -147,8 +148,6 @@ def _run_toy(args: argparse.Namespace) -> int:
         result = run_toy(config)
         results.append(result)
         if out:
-            from .atomic import atomic_write_text
-
             atomic_write_text(out, json.dumps(result.to_json(), indent=2) + "\n")
         if not args.json:
             print(format_table([result]))
