@@ -24,6 +24,14 @@ run train_fp32 150 python "$here/train_step.py" --device cuda --sizes demo,paper
 run train_bf16 120 python "$here/train_step.py" --device cuda --precision bf16 --sizes paper --steps 20
 run train_bf16_compile 240 python "$here/train_step.py" --device cuda --precision bf16 --compile --sizes paper --steps 20
 run train_bf16_b128 120 python "$here/train_step.py" --device cuda --precision bf16 --sizes paper --batch 128 --steps 10
+# cuEquivariance's fused tensor products (pip install 'qdiff[cuda]' cuequivariance-ops-torch-cu12|cu13)
+if python -c "import cuequivariance_torch" 2>/dev/null; then
+  run train_fp32_cueq 150 python "$here/train_step.py" --device cuda --sizes paper --steps 20 --model '{backend: cueq}'
+  run train_fp32_cueq_b128 120 python "$here/train_step.py" --device cuda --sizes paper --batch 128 --steps 10 --model '{backend: cueq}'
+  run sample_fp32_cueq 120 python "$here/sample.py" --device cuda --sizes paper --molecules 40 --model '{backend: cueq}'
+else
+  echo "== cueq: cuequivariance-torch is not installed; the e3nn figures above are the only backend measured" | tee -a "$out/summary.txt"
+fi
 run sample_fp32 120 python "$here/sample.py" --device cuda --sizes paper --molecules 40
 run sample_bf16_compile 240 python "$here/sample.py" --device cuda --precision bf16 --compile --sizes paper --molecules 40
 echo "figures in $out/summary.txt"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import h5py
 import torch
+import yaml
 
 from qdiff.data.featurize import featurize
 from qdiff.models import model_from_spec
@@ -35,6 +36,8 @@ def main() -> None:
                         help="torch.compile the network (inductor by default); compile time is excluded")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--sizes", default="demo,paper")
+    parser.add_argument("--model", type=yaml.safe_load, default={}, metavar="YAML",
+                        help="settings merged into the size's model, e.g. '{backend: cueq}'")
     parser.add_argument("--molecules", type=int, default=20)
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
@@ -45,7 +48,7 @@ def main() -> None:
             for treatment in ("conventional", "quotient"):
                 run = Path(tmp) / f"{size}-{treatment}"
                 run.mkdir()
-                config = resolve_config({"model": SIZES[size], "treatment": treatment})
+                config = resolve_config({"model": {**SIZES[size], **args.model}, "treatment": treatment})
                 model = model_from_spec(config["model"])
                 torch.save({"ema": model.state_dict(), "config": json.dumps(config), "store": str(store), "step": 0}, run / "model.pt")
                 if args.compile:  # compile outside the timed run

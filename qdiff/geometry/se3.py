@@ -63,8 +63,8 @@ def regularized_inverse(K: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
     eye = torch.eye(3, dtype=torch.float64, device=K.device)
     d2 = (delta**2)[:, None, None]
     damped = K64 @ K64 + d2 * eye
-    first = torch.linalg.solve(damped, K64)
-    return first + d2 * torch.linalg.solve(damped, first)
+    first = torch.linalg.solve_ex(damped, K64)[0]  # _ex: no error check, so no host sync (CUDA graphs)
+    return first + d2 * torch.linalg.solve_ex(damped, first)[0]
 
 
 def angular_momentum(x: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -41,6 +41,7 @@ from e3nn.math import soft_one_hot_linspace
 from e3nn.nn import Gate
 from torch import Tensor, nn
 
+from .cueq import ChannelWiseProduct, check_backend, uses_cueq
 from .embeddings import N_BOND_CODES, AtomEncoder, ChiralityEncoder
 from .graph import MoleculeGraph, cosine_envelope, molecule_graph, scatter_sum
 
@@ -89,7 +90,7 @@ class E3Layer(nn.Module):
     s' += FFN(s') on the scalar channels when ffn_mult > 0."""
 
     def __init__(self, irreps_in: o3.Irreps, scalars: int, vectors: int, n_radial: int, edge_dim: int, ffn_mult: int = 0,
-                 edge_width: tuple[int, int] | None = None, symmetry: str = "o3"):
+                 edge_width: tuple[int, int] | None = None, symmetry: str = "o3", backend: str = "auto"):
         super().__init__()
         vector, self.sh = _parities(symmetry)
         self.gate = Gate(f"{scalars}x0e", [nn.functional.silu], f"{vectors}x0e", [torch.sigmoid], f"{vectors}x{vector}")
@@ -100,6 +101,8 @@ class E3Layer(nn.Module):
         self.down = None if edge_width is None else o3.Linear(irreps_in, irreps_edge)
         irreps_mid, instructions = depthwise_paths(irreps_edge, self.sh, self.gate.irreps_in)
         self.tp = o3.TensorProduct(irreps_edge, self.sh, irreps_mid, instructions, shared_weights=False, internal_weights=False)
+        # the same product by cuEquivariance (qdiff.models.cueq): no parameters, not in the state_dict
+        self.backend, self._tp_args, self._tp_cueq = backend, (irreps_edge, self.sh, irreps_mid, instructions), None
         self.radial = nn.Sequential(nn.Linear(n_radial + edge_dim, 64), nn.SiLU(), nn.Linear(64, self.tp.weight_numel))
         self.mix = o3.Linear(irreps_mid, self.gate.irreps_in)
         self.self_interaction = o3.Linear(irreps_in, self.gate.irreps_out)
@@ -108,9 +111,17 @@ class E3Layer(nn.Module):
         self.ffn = (nn.Sequential(nn.LayerNorm(scalars), nn.Linear(scalars, ffn_mult * scalars), nn.SiLU(),
                                   nn.Linear(ffn_mult * scalars, scalars)) if ffn_mult > 0 else None)
 
+    def product(self, device: torch.device):
+        """The per-edge tensor product for `device`: e3nn's, or cuEquivariance's (made on first use)."""
+        if not uses_cueq(self.backend, device):
+            return self.tp
+        if self._tp_cueq is None:
+            self._tp_cueq = ChannelWiseProduct(*self._tp_args)
+        return self._tp_cueq
+
     def forward(self, h: Tensor, sh: Tensor, edge_features: Tensor, weight: Tensor, graph: MoleculeGraph) -> Tensor:
         source = h if self.down is None else self.down(h)
-        messages = self.tp(source[graph.src], sh, self.radial(edge_features)) * weight[:, None]
+        messages = self.product(h.device)(source[graph.src], sh, self.radial(edge_features)) * weight[:, None]
         norm = scatter_sum(weight, graph.dst, h.shape[0]).clamp_min(1.0)
         agg = scatter_sum(messages, graph.dst, h.shape[0]) / norm[:, None]
         out = self.gate(self.mix(agg)) + self.self_interaction(h)
@@ -124,12 +135,17 @@ class E3Conformer(nn.Module):
     """forward(batch, x [B, N, 3], t [B]) -> [B, N, 3]: an equivariant vector per atom (zero on
     padding), message passing over bonds ∪ pairs closer than `cutoff` (Å). `symmetry` "o3":
     E(3)-equivariant (mirror images give mirrored outputs); "so3": equivariant to rotations and
-    translations only, chirality-aware (see the module docstring)."""
+    translations only, chirality-aware (see the module docstring). `backend`: who computes the
+    per-edge tensor products, "e3nn", "cueq" (cuEquivariance) or "auto" (cuEquivariance on CUDA
+    when installed): same weights, same checkpoints, outputs equal to float rounding (qdiff.models.cueq)."""
 
     def __init__(self, scalars: int = 32, vectors: int = 8, layers: int = 3, n_radial: int = 16, cutoff: float = 10.0,
-                 ffn_mult: int = 0, edge_scalars: int | None = None, edge_vectors: int | None = None, symmetry: str = "o3"):
+                 ffn_mult: int = 0, edge_scalars: int | None = None, edge_vectors: int | None = None, symmetry: str = "o3",
+                 backend: str = "auto"):
         super().__init__()
         vector, _ = _parities(symmetry)
+        check_backend(backend)
+        self.backend = backend
         self.symmetry = symmetry
         if (edge_scalars is None) != (edge_vectors is None):
             raise ValueError("edge_scalars and edge_vectors go together (or neither: edges at the node width)")
@@ -143,7 +159,7 @@ class E3Conformer(nn.Module):
         blocks = []
         with _traceable_e3nn():
             for _ in range(layers):
-                block = E3Layer(irreps, scalars, vectors, n_radial, 8, ffn_mult, edge_width, symmetry)
+                block = E3Layer(irreps, scalars, vectors, n_radial, 8, ffn_mult, edge_width, symmetry, backend)
                 blocks.append(block)
                 irreps = block.irreps_out
             self.layers = nn.ModuleList(blocks)
