@@ -123,3 +123,15 @@ def test_backend_is_a_declared_model_setting():
     assert resolve_config({"model": {"name": "e3nn", "backend": "cueq"}})["model"]["backend"] == "cueq"
     with pytest.raises(ValueError, match="backend"):
         resolve_config({"model": {"name": "e3nn", "backend": "cuda"}})
+
+
+
+def test_bf16_on_cpu_is_a_clear_error_not_a_dtype_crash(tmp_path):
+    """e3nn's Linear (a tensordot with its fp32 weights) refuses CPU autocast's bf16 activations;
+    CUDA autocast runs it (benchmarks/gpu_suite.sh measures bf16 there)."""
+    from qdiff.train import network_autocast
+
+    net = E3Conformer(scalars=8, vectors=2, layers=1, cutoff=4.0, backend="e3nn")
+    batch, x = batch_of(tmp_path)[0]
+    with pytest.raises(ValueError, match="bf16 on CPU"), network_autocast("bf16", "cpu"):
+        net(batch, x, torch.tensor([0.4, 0.9]))

@@ -168,6 +168,9 @@ class E3Conformer(nn.Module):
         self.chirality = ChiralityEncoder(scalars) if symmetry == "so3" else None
 
     def forward(self, batch: dict[str, Tensor], x: Tensor, t: Tensor) -> Tensor:
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            raise ValueError("precision bf16 on CPU: the e3nn network runs bf16 on CUDA only (e3nn's Linear refuses "
+                             "CPU autocast's mixed dtypes); use precision fp32 on CPU")
         graph = molecule_graph(batch["mask"], x, batch["bond_index"], batch["bond_order"], self.cutoff)
         pos = graph.nodes(x)
         rel = pos[graph.src] - pos[graph.dst]  # x_j - x_i for the message j -> i
