@@ -44,16 +44,32 @@ def model_from_spec(spec: dict):
     return build_model(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
 
 
-def compile_network(model, backend: bool | str = True):
-    """torch.compile(model) with dynamic shapes (atom and edge counts change with every batch);
-    `backend` True means inductor. Parameters stay shared with `model` (save its state_dict)."""
+def compile_network(model, backend=True):
+    """torch.compile(model); `backend` True means inductor (or a backend name, or a backend callable).
+
+    Networks with `static_shapes` (the e3nn network, also inside DistributedDataParallel) get their
+    graphs padded to size buckets, and only their message passing, which sees nothing but the
+    graph's shapes, is compiled, without dynamic shapes: one compiled graph per (nodes, edges)
+    bucket and none after every bucket has been seen (the network logs each new bucket); the
+    recompile limit is raised to cover a run's buckets; `model` itself is returned. Others (atom
+    counts change with every batch) compile whole, with dynamic shapes. Parameters stay shared
+    with `model` (save its state_dict)."""
     import torch
 
     if backend is True or backend == "inductor":
         backend = "inductor"
-    elif not isinstance(backend, str) or not backend:
+    elif not callable(backend) and (not isinstance(backend, str) or not backend):
         raise ValueError(f"compile: expected true, false or a torch.compile backend name, got {backend!r}")
+    inner = getattr(model, "module", model)  # DistributedDataParallel keeps the network as .module
+    if hasattr(inner, "static_shapes"):
+        inner.static_shapes = True
+        torch._dynamo.config.recompile_limit = max(int(torch._dynamo.config.recompile_limit), STATIC_SHAPE_RECOMPILE_LIMIT)
+        inner.compiled_message_passing = torch.compile(inner.message_passing, dynamic=False, backend=backend)
+        return model
     return torch.compile(model, dynamic=True, backend=backend)
+
+
+STATIC_SHAPE_RECOMPILE_LIMIT = 64  # (node, edge) bucket pairs of a run: a few per size range
 
 
 def count_parameters(model) -> int:

@@ -33,6 +33,7 @@ Symmetry (`symmetry`):
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import e3nn
 import torch
@@ -44,6 +45,8 @@ from torch import Tensor, nn
 from .cueq import ChannelWiseProduct, check_backend, uses_cueq
 from .embeddings import N_BOND_CODES, AtomEncoder, ChiralityEncoder
 from .graph import MoleculeGraph, cosine_envelope, molecule_graph, scatter_sum
+
+logger = logging.getLogger(__name__)
 
 
 def depthwise_paths(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, targets: o3.Irreps) -> tuple[o3.Irreps, list]:
@@ -166,25 +169,54 @@ class E3Conformer(nn.Module):
             self.head = o3.Linear(irreps, f"1x{vector}")
         # SO(3) only: the reflection-odd agreement of each stereo centre with its label enters the scalars
         self.chirality = ChiralityEncoder(scalars) if symmetry == "so3" else None
+        # Graphs padded to size buckets (set by qdiff.models.compile_network): static shapes for
+        # torch.compile without dynamic shapes and for CUDA graphs; outputs unchanged.
+        self.static_shapes = False
+        self.shapes_seen: set[tuple[int, int]] = set()
+        self.compiled_message_passing = None  # torch.compile(self.message_passing), by compile_network
 
     def forward(self, batch: dict[str, Tensor], x: Tensor, t: Tensor) -> Tensor:
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             raise ValueError("precision bf16 on CPU: the e3nn network runs bf16 on CUDA only (e3nn's Linear refuses "
                              "CPU autocast's mixed dtypes); use precision fp32 on CPU")
-        graph = molecule_graph(batch["mask"], x, batch["bond_index"], batch["bond_order"], self.cutoff)
-        pos = graph.nodes(x)
-        rel = pos[graph.src] - pos[graph.dst]  # x_j - x_i for the message j -> i
-        dist = rel.norm(dim=-1)
-        # The true harmonics (0e + 1o + 2e); in SO(3) mode the layers read them as 0e + 1e + 2e.
-        sh = o3.spherical_harmonics(o3.Irreps.spherical_harmonics(2), rel, normalize=True, normalization="component")
-        radial = soft_one_hot_linspace(dist, 0.0, self.cutoff, self.n_radial, basis="smooth_finite", cutoff=True)
-        edge = torch.cat([radial * self.n_radial**0.5, self.bond(graph.bond).to(x.dtype)], dim=-1)
-        weight = torch.where(graph.bond > 0, torch.ones_like(dist), cosine_envelope(dist, self.cutoff))
+        graph, pos, h = self.node_inputs(batch, x, t)
+        message_passing = self.compiled_message_passing or self.message_passing
+        return self.unpad(graph, message_passing(graph, pos, h), batch["mask"])
+
+    @torch.compiler.disable  # per-batch [B, N] shapes: eager, so a compiled network sees only the graph's
+    def node_inputs(self, batch: dict[str, Tensor], x: Tensor, t: Tensor) -> tuple[MoleculeGraph, Tensor, Tensor]:
+        """(graph, node positions [M, 3], node features [M, irreps]) of a padded batch; with
+        `static_shapes` the graph is padded to size buckets and each new (nodes, edges) bucket is
+        logged (`shapes_seen`), so recompiles can be told from the buckets' first sight."""
+        graph = molecule_graph(batch["mask"], x, batch["bond_index"], batch["bond_order"], self.cutoff, bucket=self.static_shapes)
+        if self.static_shapes:
+            shape = (graph.n_nodes, int(graph.src.shape[0]))
+            if shape not in self.shapes_seen:
+                self.shapes_seen.add(shape)
+                logger.info("e3nn static shapes: new bucket %s nodes x %s edges (%d seen)", *shape, len(self.shapes_seen))
         h = self.encoder(batch, t).to(x.dtype)
         if self.chirality is not None:
             agreement, directions = self.chirality(batch, x)
             h = torch.cat([h + agreement, directions], dim=-1)
-        h = graph.nodes(h)
+        return graph, graph.nodes(x), graph.nodes(h)
+
+    @torch.compiler.disable
+    def unpad(self, graph: MoleculeGraph, out: Tensor, mask: Tensor) -> Tensor:
+        return graph.padded(out, tuple(mask.shape))
+
+    def message_passing(self, graph: MoleculeGraph, pos: Tensor, h: Tensor) -> Tensor:
+        """Node vectors [M, 3] from node features: the layers and the head, on the graph's shapes only."""
+        rel = pos[graph.src] - pos[graph.dst]  # x_j - x_i for the message j -> i
+        if graph.bucketed:  # a bucket's extra edges (node 0 to itself): a unit vector, weight 0
+            rel = torch.where(graph.edge_valid[:, None], rel, torch.ones_like(rel) * rel.new_tensor([1.0, 0.0, 0.0]))
+        dist = rel.norm(dim=-1)
+        # The true harmonics (0e + 1o + 2e); in SO(3) mode the layers read them as 0e + 1e + 2e.
+        sh = o3.spherical_harmonics(o3.Irreps.spherical_harmonics(2), rel, normalize=True, normalization="component")
+        radial = soft_one_hot_linspace(dist, 0.0, self.cutoff, self.n_radial, basis="smooth_finite", cutoff=True)
+        edge = torch.cat([radial * self.n_radial**0.5, self.bond(graph.bond).to(pos.dtype)], dim=-1)
+        weight = torch.where(graph.bond > 0, torch.ones_like(dist), cosine_envelope(dist, self.cutoff))
+        if graph.bucketed:
+            weight = weight * graph.edge_valid.to(weight.dtype)
         for layer in self.layers:
             h = layer(h, sh, edge, weight, graph)
-        return graph.padded(self.head(h), tuple(batch["mask"].shape))
+        return self.head(h)

@@ -15,25 +15,60 @@ from .embeddings import N_BOND_CODES
 @dataclass
 class MoleculeGraph:
     """node_slot[m]: the padded-batch slot b * N + i of node m; src/dst: node ids of each directed
-    edge (messages flow src -> dst); bond: the edge's bond code (0 = not bonded)."""
+    edge (messages flow src -> dst); bond: the edge's bond code (0 = not bonded).
+
+    Bucketed graphs (`molecule_graph(..., bucket=True)`) are padded to `bucket_size` nodes and
+    edges, so that a compiled network sees a few shapes: the extra nodes read and write slot
+    B * N (a zero row, dropped again), and the extra edges, marked False in `edge_valid`, join
+    node 0 to itself and must carry zero weight."""
 
     node_slot: Tensor
     src: Tensor
     dst: Tensor
     bond: Tensor
+    edge_valid: Tensor | None = None
 
     @property
     def n_nodes(self) -> int:
         return self.node_slot.shape[0]
 
+    @property
+    def bucketed(self) -> bool:
+        return self.edge_valid is not None
+
     def nodes(self, padded: Tensor) -> Tensor:
-        """[B, N, ...] -> [M, ...]: the rows of the real atoms."""
-        return padded.reshape(-1, *padded.shape[2:])[self.node_slot]
+        """[B, N, ...] -> [M, ...]: the rows of the real atoms (zeros for a bucket's extra nodes)."""
+        flat = padded.reshape(-1, *padded.shape[2:])
+        if self.bucketed:
+            flat = torch.cat([flat, flat.new_zeros(1, *flat.shape[1:])])
+        return flat[self.node_slot]
 
     def padded(self, nodes: Tensor, shape: tuple[int, int]) -> Tensor:
         """[M, ...] -> [B, N, ...] with zeros on padding."""
-        out = nodes.new_zeros(shape[0] * shape[1], *nodes.shape[1:])
-        return out.index_copy(0, self.node_slot, nodes).view(*shape, *nodes.shape[1:])
+        slots = shape[0] * shape[1]
+        out = nodes.new_zeros(slots + int(self.bucketed), *nodes.shape[1:])
+        return out.index_copy(0, self.node_slot, nodes)[:slots].view(*shape, *nodes.shape[1:])
+
+
+def bucket_size(n: int, smallest: int = 64, ratio: float = 1.25, multiple: int = 16) -> int:
+    """The smallest bucket >= n of the sequence b_0 = smallest, b_k+1 = b_k * ratio rounded up to a
+    multiple of `multiple`: at most 25% padding, and log_1.25(n / 64) + 1 shapes (16 up to 2,000)."""
+    b = smallest
+    while b < n:
+        b = -(-int(b * ratio) // multiple) * multiple
+    return b
+
+
+def pad_to_buckets(graph: MoleculeGraph, n_slots: int) -> MoleculeGraph:
+    """`graph` with nodes and edges padded to `bucket_size` (see MoleculeGraph)."""
+    M, E = graph.node_slot.shape[0], graph.src.shape[0]
+    extra_nodes, extra_edges = bucket_size(M) - M, bucket_size(E) - E
+    device = graph.src.device
+    fill = torch.zeros(extra_edges, dtype=graph.src.dtype, device=device)
+    return MoleculeGraph(
+        node_slot=torch.cat([graph.node_slot, torch.full((extra_nodes,), n_slots, dtype=graph.node_slot.dtype, device=device)]),
+        src=torch.cat([graph.src, fill]), dst=torch.cat([graph.dst, fill]), bond=torch.cat([graph.bond, fill.to(graph.bond.dtype)]),
+        edge_valid=torch.cat([torch.ones(E, dtype=torch.bool, device=device), torch.zeros(extra_edges, dtype=torch.bool, device=device)]))
 
 
 def within_molecule_pairs(counts: Tensor) -> tuple[Tensor, Tensor]:
@@ -51,10 +86,12 @@ def within_molecule_pairs(counts: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.compiler.disable  # data-dependent sizes: built eagerly, the layers on top compile
-def molecule_graph(mask: Tensor, x: Tensor, bond_index: Tensor, bond_order: Tensor, cutoff: float) -> MoleculeGraph:
+def molecule_graph(mask: Tensor, x: Tensor, bond_index: Tensor, bond_order: Tensor, cutoff: float,
+                   bucket: bool = False) -> MoleculeGraph:
     """Edges: every bond (both directions, at any distance) and every other same-molecule pair
     closer than `cutoff` at the coordinates x [B, N, 3]. `bond_index` [E, 2] holds padded-batch
-    slots b * N + i (as `collate_molecules` writes them)."""
+    slots b * N + i (as `collate_molecules` writes them). `bucket`: nodes and edges padded to
+    `bucket_size` (static shapes for torch.compile and CUDA graphs)."""
     B, N = mask.shape
     flat_mask = mask.reshape(-1)
     node_slot = flat_mask.nonzero().squeeze(1)
@@ -74,7 +111,8 @@ def molecule_graph(mask: Tensor, x: Tensor, bond_index: Tensor, bond_order: Tens
         flat_x = x.reshape(-1, 3)[node_slot]
         near = (flat_x[src] - flat_x[dst]).norm(dim=-1) < cutoff
     keep = near | (bond > 0)
-    return MoleculeGraph(node_slot, src[keep], dst[keep], bond[keep])
+    graph = MoleculeGraph(node_slot, src[keep], dst[keep], bond[keep])
+    return pad_to_buckets(graph, B * N) if bucket else graph
 
 
 def cosine_envelope(dist: Tensor, cutoff: float) -> Tensor:
