@@ -23,6 +23,8 @@ run quotient_ops 60 python "$here/bench_quotient_ops.py" --device cuda
 run train_fp32 150 python "$here/train_step.py" --device cuda --sizes demo,paper --steps 20
 run train_bf16 120 python "$here/train_step.py" --device cuda --precision bf16 --sizes paper --steps 20
 run train_bf16_compile 240 python "$here/train_step.py" --device cuda --precision bf16 --compile --sizes paper --steps 20
+run train_fp32_compile 240 python "$here/train_step.py" --device cuda --compile --sizes paper --steps 20
+run train_fp32_cudagraphs 300 python "$here/train_step.py" --device cuda --compile reduce-overhead --sizes paper --steps 20
 run train_bf16_b128 120 python "$here/train_step.py" --device cuda --precision bf16 --sizes paper --batch 128 --steps 10
 # cuEquivariance's fused tensor products (pip install 'qdiff[cuda]' cuequivariance-ops-torch-cu12|cu13)
 if python -c "import cuequivariance_torch" 2>/dev/null; then
@@ -33,5 +35,6 @@ else
   echo "== cueq: cuequivariance-torch is not installed; the e3nn figures above are the only backend measured" | tee -a "$out/summary.txt"
 fi
 run sample_fp32 120 python "$here/sample.py" --device cuda --sizes paper --molecules 40
+run sample_fp32_cudagraphs 300 python "$here/sample.py" --device cuda --compile reduce-overhead --sizes paper --molecules 40
 run sample_bf16_compile 240 python "$here/sample.py" --device cuda --precision bf16 --compile --sizes paper --molecules 40
 echo "figures in $out/summary.txt"

@@ -412,7 +412,7 @@ def _add_model_commands(sub) -> None:
     s.add_argument("--align-to-xt", action="store_true", help="Boltz/AF3-style: rotate the implied x̂1 onto x_t at each step")
     s.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     s.add_argument("--compile", nargs="?", const=True, default=None, metavar="BACKEND",
-                   help="torch.compile the network (default backend inductor); pays off on GPUs over many steps")
+                   help="torch.compile the network (default backend inductor; reduce-overhead: inductor with CUDA graphs); pays off on GPUs over many steps")
     s.add_argument("--precision", choices=declared["precision"]["enum"], help="bf16: autocast around the network only (default fp32)")
     s.add_argument("--multiplier", type=_positive_int, help="molecules: samples per reference conformer (ET-Flow: 2)")
     s.add_argument("--max-molecules", type=_positive_int, help="molecules: the first N test molecules only")

@@ -546,8 +546,11 @@ class Trainer:
         return losses.mean()
 
     def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """The collated batch on the device; on CUDA from pinned memory, so that the prefetch
+        thread's copies are asynchronous (non_blocking from pageable memory is a synchronous copy)."""
         batch = self.task.collate([self.dataset[i] for i in indices])
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        pin = self.device.type == "cuda"
+        return {k: (v.pin_memory() if pin else v).to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def _clip(self) -> float:
         clip = self.config["grad_clip"]

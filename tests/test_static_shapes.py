@@ -98,3 +98,20 @@ def test_compiled_without_dynamic_shapes_it_compiles_once_per_bucket(tmp_path):
         net(big, big["pos"], torch.full((40,), 0.5))
     assert len(compiled) == first + 1
     torch._dynamo.reset()
+
+
+def test_reduce_overhead_compiles_the_message_passing_with_cuda_graph_replay(monkeypatch):
+    """`compile: reduce-overhead` asks torch.compile for inductor with CUDA graphs, on the static-shape
+    message passing (the e3nn network) or the whole network (EGNN, dynamic shapes)."""
+    from qdiff.models import EGNN
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
+    net = E3Conformer(scalars=8, vectors=2, layers=1)
+    compile_network(net, "reduce-overhead")
+    compile_network(EGNN(hidden=8, layers=1), "reduce-overhead")
+    compile_network(E3Conformer(scalars=8, vectors=2, layers=1), True)
+    assert calls == [{"dynamic": False, "backend": "inductor", "mode": "reduce-overhead"},
+                     {"dynamic": True, "backend": "inductor", "mode": "reduce-overhead"},
+                     {"dynamic": False, "backend": "inductor", "mode": None}]
+    assert net.static_shapes and net.compiled_message_passing is not None

@@ -45,7 +45,8 @@ def model_from_spec(spec: dict):
 
 
 def compile_network(model, backend=True):
-    """torch.compile(model); `backend` True means inductor (or a backend name, or a backend callable).
+    """torch.compile(model); `backend` True means inductor, "reduce-overhead" inductor with CUDA-graph
+    replay (torch.compile's mode of that name), else a backend name or a backend callable.
 
     Networks with `static_shapes` (the e3nn network, also inside DistributedDataParallel) get their
     graphs padded to size buckets, and only their message passing, which sees nothing but the
@@ -56,6 +57,9 @@ def compile_network(model, backend=True):
     with `model` (save its state_dict)."""
     import torch
 
+    mode = None
+    if backend == "reduce-overhead":  # inductor with CUDA-graph replay (static shapes make it pay off)
+        backend, mode = "inductor", "reduce-overhead"
     if backend is True or backend == "inductor":
         backend = "inductor"
     elif not callable(backend) and (not isinstance(backend, str) or not backend):
@@ -64,9 +68,9 @@ def compile_network(model, backend=True):
     if hasattr(inner, "static_shapes"):
         inner.static_shapes = True
         torch._dynamo.config.recompile_limit = max(int(torch._dynamo.config.recompile_limit), STATIC_SHAPE_RECOMPILE_LIMIT)
-        inner.compiled_message_passing = torch.compile(inner.message_passing, dynamic=False, backend=backend)
+        inner.compiled_message_passing = torch.compile(inner.message_passing, dynamic=False, backend=backend, mode=mode)
         return model
-    return torch.compile(model, dynamic=True, backend=backend)
+    return torch.compile(model, dynamic=True, backend=backend, mode=mode)
 
 
 STATIC_SHAPE_RECOMPILE_LIMIT = 64  # (node, edge) bucket pairs of a run: a few per size range
