@@ -296,3 +296,89 @@ def test_bad_shapes_raise_clear_errors():
     with pytest.raises(ValueError, match="does not match"):
         horizontal_projection(torch.zeros(2, 4, 3), torch.zeros(2, 5, 3))
     _ = np
+
+
+# ---------------------------------------------------------------- the closed-form 3x3 filter
+def _eigh_filter(K: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Independent reference: V diag(f(λ)) Vᵀ from LAPACK's eigh, f(λ) = λ(λ² + 2δ²)/(λ² + δ²)²."""
+    K = K.to(torch.float64)
+    delta = eps * K.diagonal(dim1=-2, dim2=-1).sum(-1) / 2
+    lam, V = torch.linalg.eigh(K)
+    d2 = (delta**2)[:, None]
+    f = lam * (lam**2 + 2 * d2) / (lam**2 + d2) ** 2
+    return V @ torch.diag_embed(f) @ V.transpose(-1, -2)
+
+
+def _special_clouds() -> dict:
+    """Clouds whose inertia tensors have repeated eigenvalues (where the closed-form eigenvalues
+    are least accurate), a planar one, a zero one and extreme scales, each randomly rotated."""
+    import itertools
+    import math
+
+    g = torch.Generator().manual_seed(11)
+    R = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))[0]
+    angles = torch.arange(6, dtype=torch.float64) * 2 * math.pi / 6
+    tetrahedron = torch.tensor([[1.0, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=torch.float64)
+    clouds = {
+        "hexagon (2 equal)": torch.stack([angles.cos(), angles.sin(), torch.zeros(6, dtype=torch.float64)], -1),
+        "tetrahedron (3 equal)": tetrahedron,
+        "cube (3 equal)": torch.tensor(list(itertools.product([-1.0, 1.0], repeat=3)), dtype=torch.float64),
+        "nearly a tetrahedron": tetrahedron + 1e-7 * torch.randn(4, 3, generator=g, dtype=torch.float64),
+        "planar": torch.cat([torch.randn(7, 2, generator=g, dtype=torch.float64), torch.zeros(7, 1, dtype=torch.float64)], -1),
+        "large (1e4 Å)": 1e4 * torch.randn(30, 3, generator=g, dtype=torch.float64),
+        "small (1e-4 Å)": 1e-4 * torch.randn(30, 3, generator=g, dtype=torch.float64),
+        "elongated": torch.randn(20, 3, generator=g, dtype=torch.float64) * torch.tensor([30.0, 1.0, 0.05], dtype=torch.float64),
+    }
+    return {name: (x @ R.T)[None] for name, x in clouds.items()}
+
+
+@pytest.mark.parametrize("name", list(_special_clouds()))
+def test_closed_form_filter_equals_the_eigendecomposition(name):
+    from qdiff.geometry.se3 import regularized_inverse
+
+    K = inertia_tensor(_special_clouds()[name])
+    expected = _eigh_filter(K)
+    for method in ("closed_form", "solve"):
+        got = regularized_inverse(K, method=method)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10 * float(expected.abs().max()))
+
+
+def test_closed_form_filter_on_random_batches_and_the_zero_cloud():
+    from qdiff.geometry.se3 import regularized_inverse
+
+    K = inertia_tensor(random_clouds(64, 9, 7, dtype=torch.float64))
+    torch.testing.assert_close(regularized_inverse(K, method="closed_form"), _eigh_filter(K), rtol=1e-11, atol=1e-14)
+    zero = torch.zeros(2, 3, 3, dtype=torch.float64)
+    assert torch.equal(regularized_inverse(zero, method="closed_form"), zero)
+    with pytest.raises(ValueError, match="method 'adjugate'"):
+        regularized_inverse(K, method="adjugate")
+
+
+@pytest.mark.parametrize("n", [2, 3, 6])
+def test_closed_form_keeps_the_exact_collinear_curvature(n, monkeypatch):
+    """The degenerate-cloud contract (see test_collinear_clouds_have_the_exact_sphere_curvature) with
+    the closed form in every operator."""
+    import functools
+
+    import qdiff.geometry.se3 as se3
+
+    monkeypatch.setattr(se3, "regularized_inverse", functools.partial(se3.regularized_inverse, method="closed_form"))
+    test_collinear_clouds_have_the_exact_sphere_curvature(n, torch.float64)
+    test_collinear_clouds_have_the_exact_sphere_curvature(n, torch.float32)
+    test_single_atom_cloud_is_finite_and_zero()
+
+
+def test_closed_form_eigenvalues_and_gradients():
+    from qdiff.geometry.se3 import _regularized_inverse_solve, regularized_inverse, symmetric_eigenvalues
+
+    K = inertia_tensor(random_clouds(16, 6, 8, dtype=torch.float64))
+    torch.testing.assert_close(symmetric_eigenvalues(K), torch.linalg.eigvalsh(K), rtol=1e-12, atol=1e-12)
+    K1 = K.clone().requires_grad_(True)
+    K2 = K.clone().requires_grad_(True)
+    weights = torch.randn(16, 3, 3, dtype=torch.float64)
+    (regularized_inverse(K1, method="closed_form") * weights).sum().backward()
+    (_regularized_inverse_solve(K2, 1e-6) * weights).sum().backward()
+    torch.testing.assert_close(K1.grad, K2.grad)
+    assert torch.autograd.gradcheck(lambda k: regularized_inverse(k + k.transpose(-1, -2), method="closed_form"),
+                                    (K[:2].clone().requires_grad_(True),))
