@@ -36,8 +36,10 @@ def main() -> None:
                         help="torch.compile the network (inductor by default); compile time is excluded")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--sizes", default="demo,paper")
+    parser.add_argument("--backend", default="auto", choices=("auto", "e3nn", "cueq"),
+                        help="the e3nn network's tensor products (paper size only; the demo EGNN has none)")
     parser.add_argument("--model", type=yaml.safe_load, default={}, metavar="YAML",
-                        help="settings merged into the size's model, e.g. '{backend: cueq}'")
+                        help="settings merged into the size's model, e.g. '{edge_scalars: 64, edge_vectors: 64}'")
     parser.add_argument("--molecules", type=int, default=20)
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
@@ -48,7 +50,9 @@ def main() -> None:
             for treatment in ("conventional", "quotient"):
                 run = Path(tmp) / f"{size}-{treatment}"
                 run.mkdir()
-                config = resolve_config({"model": {**SIZES[size], **args.model}, "treatment": treatment})
+                model_spec = {**SIZES[size], **args.model}
+                backend = args.backend if model_spec["name"] == "e3nn" else "auto"
+                config = resolve_config({"model": model_spec, "treatment": treatment, "backend": backend})
                 model = model_from_spec(config["model"])
                 torch.save({"ema": model.state_dict(), "config": json.dumps(config), "store": str(store), "step": 0}, run / "model.pt")
                 if args.compile:  # compile outside the timed run

@@ -35,8 +35,8 @@ SIZES = {
 
 
 def time_steps(store: Path, run: Path, model: dict, batch: int, treatment: str, device: str, precision: str, steps: int,
-               compile: bool | str = False) -> list[float]:
-    config = resolve_config({"model": model, "batch_size": batch, "treatment": treatment, "device": device,
+               compile: bool | str = False, backend: str = "auto") -> list[float]:
+    config = resolve_config({"model": model, "batch_size": batch, "treatment": treatment, "device": device, "backend": backend,
                              "precision": precision, "compile": compile, "steps": 10**9, "val_every": 0, "checkpoint_every": 10**9,
                              "checkpoint_minutes": 1e9})
     trainer = Trainer(store, run, config, progress=False)
@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="demo,paper")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, help="override the size's batch")
+    parser.add_argument("--backend", default="auto", choices=("auto", "e3nn", "cueq"),
+                        help="the e3nn network's tensor products (paper size only; the demo EGNN has none)")
     parser.add_argument("--model", type=yaml.safe_load, default={}, metavar="YAML",
                         help="settings merged into the size's model, e.g. '{edge_scalars: 64, edge_vectors: 16}'")
     parser.add_argument("--molecules", type=int, default=120, help="demo-drugs molecules to build the store from")
@@ -83,7 +85,7 @@ def main() -> None:
             medians = {}
             for treatment in ("conventional", "quotient"):
                 times = time_steps(store, Path(tmp) / f"{size}-{treatment}", model, batch, treatment, args.device, args.precision,
-                                   args.steps, args.compile)
+                                   args.steps, args.compile, args.backend if model["name"] == "e3nn" else "auto")
                 medians[treatment] = statistics.median(times)
                 print(f"{size:6s} {treatment:12s} batch {batch}: {1000 * medians[treatment]:8.1f} ms/step  "
                       f"{1 / medians[treatment]:6.2f} steps/s  {batch / medians[treatment]:7.1f} molecules/s", flush=True)

@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -84,6 +85,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
         config = json.loads(state["config"])
         model = model_from_spec(config["model"])
         model.load_state_dict(state["ema"])
+        if hasattr(model, "set_backend"):
+            model.set_backend(_available_backend(config.get("backend", "auto"), path))
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         if is_out_of_memory(err):
             raise
@@ -95,6 +98,18 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
                              "run `qdiff sample` from the folder where the run was trained, or pass --store")
     identity = json.loads(state["store_identity"]) if "store_identity" in state else None
     return model.to(device).eval(), config, store, identity
+
+
+def _available_backend(backend: str, path: Path) -> str:
+    """The run's tensor-product backend, or e3nn with a warning when the run asked for cuEquivariance
+    and this machine lacks it (same weights, outputs equal to rounding: qdiff.models.cueq)."""
+    from .models.cueq import cueq_available
+
+    if backend == "cueq" and not cueq_available():
+        warnings.warn(f"{path} was trained with backend cueq, which is not installed here: sampling with e3nn "
+                      "(same outputs to float rounding); pip install 'qdiff[cuda]' to use cuEquivariance", stacklevel=3)
+        return "e3nn"
+    return backend
 
 
 def sampled_store(run_dir, trained_on: Path, trained: dict | None, store: str | Path | None) -> tuple[Path, dict]:

@@ -81,11 +81,14 @@ DEFAULTS = {
     "precision": "fp32",
     "device": "auto",
     "compile": False,
+    # Who computes the e3nn network's per-edge tensor products: auto | e3nn | cueq (cuEquivariance;
+    # qdiff.models.cueq). A runtime choice: same weights and checkpoints, outputs equal to rounding.
+    "backend": "auto",
     "tensorboard": False,
     "seed": 0,
 }
 # Settings that change how a run executes, not what it computes: a run may resume with others.
-RUNTIME_KEYS = ("device", "compile", "tensorboard", "checkpoint_every", "checkpoint_minutes", "val_every")
+RUNTIME_KEYS = ("device", "compile", "backend", "tensorboard", "checkpoint_every", "checkpoint_minutes", "val_every")
 PRECISIONS = ("fp32", "bf16")
 LOSS_REDUCTIONS = ("mse", "atom_l2")
 T_DISTRIBUTIONS = ("uniform", "proteina")
@@ -119,6 +122,8 @@ def resolve_config(overrides: dict) -> dict:
     check_treatment(config["treatment"])
     check_settings(config, "train")  # types, ranges, allowed values (qdiff/schemas/train.schema.yaml)
     config["parity_switch"] = resolve_parity_switch(config["model"], config["parity_switch"])
+    if config["backend"] != "auto" and config["model"].get("name") != "e3nn":
+        raise ValueError(f"backend {config['backend']!r}: a choice for the e3nn network only, not {config['model'].get('name')!r}; use auto")
     if config["precision"] not in PRECISIONS:
         raise ValueError(f"precision {config['precision']!r}: choose one of {PRECISIONS}")
     if not (isinstance(config["compile"], bool) or (isinstance(config["compile"], str) and config["compile"])):
@@ -338,6 +343,8 @@ class Trainer:
                                  + (f"in split {c['split']!r} (its train part is empty)" if c["split"] else "(an empty store)")
                                  + "; re-run `qdiff featurize` or choose another split")
         self.model = model_from_spec(c["model"]).to(self.device)
+        if hasattr(self.model, "set_backend"):
+            self.model.set_backend(c["backend"])
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.self_conditioning = bool(getattr(self.model, "self_conditioning", False))
         if self.world > 1:

@@ -7,7 +7,7 @@ from e3nn import o3
 
 pytest.importorskip("cuequivariance_torch")  # installed with qdiff[dev] and qdiff[cuda]
 
-from qdiff.models.cueq import ChannelWiseProduct, check_backend, uses_cueq  # noqa: E402
+from qdiff.models.cueq import ChannelWiseProduct, check_backend  # noqa: E402
 from qdiff.models.equivariant import E3Conformer, _parities, depthwise_paths  # noqa: E402
 
 
@@ -15,7 +15,7 @@ from qdiff.models.equivariant import E3Conformer, _parities, depthwise_paths  # 
 @pytest.mark.parametrize("muls", [(16, 4), (8, 8), (5, 3)])
 def test_channelwise_product_equals_e3nn_uvu_product_in_float64(symmetry, muls):
     """Every path, including the pairs that give two outputs (1 x 1 -> 0 + 1 in SO(3) mode), in
-    e3nn's instruction order; float64 so that only rounding can differ."""
+    e3nn's instruction order, in float64 and float32."""
     scalars, vectors = muls
     vector, sh = _parities(symmetry)
     irreps_in = o3.Irreps(f"{scalars}x0e + {vectors}x{vector}")
@@ -28,9 +28,11 @@ def test_channelwise_product_equals_e3nn_uvu_product_in_float64(symmetry, muls):
     x2 = torch.randn(11, sh.dim, generator=gen, dtype=torch.float64)
     w = torch.randn(11, reference.weight_numel, generator=gen, dtype=torch.float64)
     expected = reference(x1, x2, w)
-    got = product(x1.float(), x2.float(), w.float()).double()
-    assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    got = product(x1, x2, w)
+    assert got.shape == expected.shape and got.dtype == torch.float64
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))  # its coefficients: float32
+    torch.testing.assert_close(product(x1.float(), x2.float(), w.float()).double(), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    assert not product.fused  # no cuequivariance-ops here: its PyTorch fallback
     # each output block moves with its own weights only: zeroing one instruction's weights zeroes its block
     offsets = [0]
     for i1, _, io, *_ in instructions:
@@ -40,7 +42,7 @@ def test_channelwise_product_equals_e3nn_uvu_product_in_float64(symmetry, muls):
         blocks.append(blocks[-1] + mid[io].dim)
     w_cut = w.clone()
     w_cut[:, offsets[1] : offsets[2]] = 0
-    cut = product(x1.float(), x2.float(), w_cut.float())
+    cut = product(x1, x2, w_cut)
     assert cut[:, blocks[1] : blocks[2]].abs().max() == 0
     assert cut[:, blocks[2] :].abs().max() > 0
 
@@ -66,7 +68,8 @@ def batch_of(tmp_path, seed=0):
 def test_both_backends_give_the_same_network_outputs_gradients_and_checkpoints(settings, tmp_path):
     torch.manual_seed(0)
     reference = E3Conformer(scalars=16, vectors=4, layers=2, cutoff=4.0, backend="e3nn", **settings)
-    cueq = E3Conformer(scalars=16, vectors=4, layers=2, cutoff=4.0, backend="cueq", **settings)
+    cueq = E3Conformer(scalars=16, vectors=4, layers=2, cutoff=4.0, **settings)
+    cueq.set_backend("cueq")
     assert list(cueq.state_dict()) == list(reference.state_dict())  # checkpoints interchangeable
     cueq.load_state_dict(reference.state_dict())
     for batch, x in batch_of(tmp_path):
@@ -106,25 +109,60 @@ def test_the_cueq_backend_keeps_rotation_equivariance(tmp_path):
         torch.testing.assert_close(net(batch, x @ R.T, t), net(batch, x, t) @ R.T, atol=2e-5, rtol=1e-4)
 
 
-def test_backend_choice():
-    assert not uses_cueq("auto", torch.device("cpu"))  # CPU runs keep e3nn unless asked
-    assert uses_cueq("cueq", torch.device("cpu"))
-    assert not uses_cueq("e3nn", torch.device("cuda"))
-    assert uses_cueq("auto", torch.device("cuda"))  # the package is installed here
+def test_backend_choice(monkeypatch):
+    """auto: e3nn on CPU, and on CUDA unless cuEquivariance's fused kernel applies (its CUDA ops
+    installed, equal multiplicities); cueq: cuEquivariance anywhere; e3nn: never. Decided from the
+    device alone, so the CUDA cases are checked here without a GPU (nothing is moved to it)."""
+    import qdiff.models.cueq as cueq
+
+    monkeypatch.setattr(cueq, "cueq_kernels_available", lambda: True)  # as on a GPU node with the ops package
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for edges, fused in (((8, 2), False), ((4, 4), True)):
+        net = E3Conformer(scalars=8, vectors=2, layers=2, edge_scalars=edges[0], edge_vectors=edges[1])
+        layer = net.layers[1]  # input 8x0e + 2x1o, projected to the edge widths
+        assert layer.product(cpu) is layer.tp
+        assert (layer.product(cuda) is not layer.tp) == fused
+        net.set_backend("cueq")
+        assert isinstance(layer.product(cpu), ChannelWiseProduct) and isinstance(layer.product(cuda), ChannelWiseProduct)
+        net.set_backend("e3nn")
+        assert layer.product(cuda) is layer.tp
     with pytest.raises(ValueError, match="backend 'tensorrt'"):
         check_backend("tensorrt")
     with pytest.raises(ValueError, match="backend"):
         E3Conformer(backend="fast")
 
 
-def test_backend_is_a_declared_model_setting():
-    from qdiff.train import resolve_config
+def test_backend_is_a_runtime_training_setting_and_sampling_falls_back_without_the_package(tmp_path, monkeypatch):
+    """A run trained with backend cueq resumes with e3nn (same weights), and samples on a machine
+    without cuEquivariance with e3nn and a warning, not an ImportError."""
+    import warnings
 
-    assert resolve_config({"model": {"name": "e3nn", "backend": "cueq"}})["model"]["backend"] == "cueq"
+    import qdiff.models.cueq as cueq
+    from qdiff.sample import load_run
+    from qdiff.train import RUNTIME_KEYS, resolve_config, train
+    from test_chirality import chiral_store
+
+    assert "backend" in RUNTIME_KEYS
+    assert resolve_config({"model": {"name": "e3nn"}, "backend": "cueq"})["backend"] == "cueq"
     with pytest.raises(ValueError, match="backend"):
-        resolve_config({"model": {"name": "e3nn", "backend": "cuda"}})
-
-
+        resolve_config({"backend": "cuda"})
+    with pytest.raises(ValueError, match="e3nn network only"):
+        resolve_config({"model": {"name": "egnn"}, "backend": "cueq"})
+    with pytest.raises(ValueError, match="backend"):
+        resolve_config({"model": {"name": "e3nn", "backend": "cueq"}})  # not a model (science) setting
+    store = chiral_store(tmp_path / "c.h5")
+    model = {"name": "e3nn", "scalars": 8, "vectors": 2, "layers": 1, "cutoff": 4.0}
+    settings = {"model": model, "steps": 2, "batch_size": 2, "val_every": 0, "checkpoint_every": 1}
+    train(store, tmp_path / "run", {**settings, "backend": "cueq"}, progress=False)
+    train(store, tmp_path / "run", {**settings, "backend": "e3nn"}, progress=False)  # resumes: a runtime setting
+    train(store, tmp_path / "run2", {**settings, "backend": "cueq"}, progress=False)
+    cueq.cueq_available.cache_clear()
+    monkeypatch.setattr(cueq, "cueq_available", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net, config, *_ = load_run(tmp_path / "run2")
+    assert config["backend"] == "cueq" and net.backend == "e3nn"
+    assert any("not installed here" in str(w.message) for w in caught)
 
 def test_bf16_on_cpu_is_a_clear_error_not_a_dtype_crash(tmp_path):
     """e3nn's Linear (a tensordot with its fp32 weights) refuses CPU autocast's bf16 activations;

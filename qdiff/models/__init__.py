@@ -68,8 +68,13 @@ def compile_network(model, backend=True):
     if hasattr(inner, "static_shapes"):
         inner.static_shapes = True
         torch._dynamo.config.recompile_limit = max(int(torch._dynamo.config.recompile_limit), STATIC_SHAPE_RECOMPILE_LIMIT)
-        inner.compiled_message_passing = torch.compile(inner.message_passing, dynamic=False, backend=backend, mode=mode)
+        # the class's function (called with the network as its first argument): a deep copy of the
+        # network (an EMA copy, say) then runs with its own weights, not with those of `inner`
+        inner.compiled_message_passing = torch.compile(type(inner).message_passing, dynamic=False, backend=backend, mode=mode)
         return model
+    if mode == "reduce-overhead":
+        raise ValueError(f"compile reduce-overhead (CUDA graphs) needs a network with static shapes (e3nn); {type(inner).__name__} "
+                         "changes shape with every batch, so its graphs would be re-recorded each time: use compile true")
     return torch.compile(model, dynamic=True, backend=backend, mode=mode)
 
 

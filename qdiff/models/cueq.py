@@ -9,16 +9,17 @@ It orders its output segments by irrep (stable in path order) where e3nn keeps i
 order, so `ChannelWiseProduct` permutes the weights in and the output back: the two backends
 take the same weights, give the same numbers (to float rounding) and share checkpoints.
 
-Backends (`backend` model setting): "e3nn" (portable reference), "cueq" (cuEquivariance on any
-device; an error if it is not installed) and "auto" (cuEquivariance on CUDA devices when it is
-installed, e3nn otherwise). Install with `pip install 'qdiff[cuda]'` plus the ops package that
-matches the cluster's CUDA (`cuequivariance-ops-torch-cu12` or `-cu13`).
+Backends (the runtime setting `backend`, qdiff.train): "e3nn" (portable reference), "cueq"
+(cuEquivariance on any device; an error if it is not installed) and "auto" (cuEquivariance only
+where its fused kernel applies: on CUDA, installed, and every input irrep of the product with the
+same multiplicity, e.g. edge_scalars == edge_vectors; e3nn otherwise, since its PyTorch fallback
+is slower than e3nn). Install with `pip install 'qdiff[cuda]'` plus the ops package that matches
+the cluster's CUDA (`cuequivariance-ops-torch-cu12` or `-cu13`).
 """
 from __future__ import annotations
 
 import copy
 import functools
-import warnings
 
 import torch
 from e3nn import o3
@@ -38,6 +39,15 @@ def cueq_available() -> bool:
     return True
 
 
+@functools.cache
+def cueq_kernels_available() -> bool:
+    """True when cuEquivariance's CUDA kernels (cuequivariance-ops-torch-cu12/-cu13) are installed;
+    without them it runs plain PyTorch ops."""
+    import importlib.util
+
+    return importlib.util.find_spec("cuequivariance_ops_torch") is not None
+
+
 def check_backend(backend: str) -> None:
     """ValueError for an unknown name; ImportError naming the install for "cueq" without the package."""
     if backend not in BACKENDS:
@@ -45,11 +55,6 @@ def check_backend(backend: str) -> None:
     if backend == "cueq" and not cueq_available():
         raise ImportError("backend 'cueq' needs cuEquivariance: pip install 'qdiff[cuda]' (and cuequivariance-ops-torch-cu12 "
                           "or -cu13 for its CUDA kernels), or use backend e3nn / auto")
-
-
-def uses_cueq(backend: str, device: torch.device) -> bool:
-    """Whether a forward pass on `device` runs the cuEquivariance product (auto imports nothing on CPU)."""
-    return backend == "cueq" or (backend == "auto" and device.type == "cuda" and cueq_available())
 
 
 class ChannelWiseProduct:
@@ -91,9 +96,9 @@ class ChannelWiseProduct:
         self.weight_index = torch.tensor([i for s in sorted(weight_blocks) for i in weight_blocks[s]])
         self.out_index = torch.tensor(out_index)
         self.weight_numel = weight_at[-1]
-        with warnings.catch_warnings():  # unequal multiplicities: its PyTorch ("naive") method; not worth a warning per layer
-            warnings.simplefilter("ignore", UserWarning)
-            product = cuet.ChannelWiseTensorProduct(in1, in2, wanted, layout=cue.mul_ir, shared_weights=False, internal_weights=False)
+        product = cuet.ChannelWiseTensorProduct(in1, in2, wanted, layout=cue.mul_ir, shared_weights=False, internal_weights=False)
+        # its CUDA kernel applies (installed, and equal multiplicities), not its PyTorch fallback
+        self.fused = product.method != "naive" and cueq_kernels_available()
         self._on: dict[torch.device, tuple[nn.Module, Tensor, Tensor]] = {torch.device("cpu"): (product, self.weight_index, self.out_index)}
 
     def _for(self, device: torch.device) -> tuple[nn.Module, Tensor, Tensor]:

@@ -42,7 +42,7 @@ from e3nn.math import soft_one_hot_linspace
 from e3nn.nn import Gate
 from torch import Tensor, nn
 
-from .cueq import ChannelWiseProduct, check_backend, uses_cueq
+from .cueq import ChannelWiseProduct, check_backend, cueq_available
 from .embeddings import N_BOND_CODES, AtomEncoder, ChiralityEncoder
 from .graph import MoleculeGraph, cosine_envelope, molecule_graph, scatter_sum
 
@@ -105,7 +105,7 @@ class E3Layer(nn.Module):
         irreps_mid, instructions = depthwise_paths(irreps_edge, self.sh, self.gate.irreps_in)
         self.tp = o3.TensorProduct(irreps_edge, self.sh, irreps_mid, instructions, shared_weights=False, internal_weights=False)
         # the same product by cuEquivariance (qdiff.models.cueq): no parameters, not in the state_dict
-        self.backend, self._tp_args, self._tp_cueq = backend, (irreps_edge, self.sh, irreps_mid, instructions), None
+        self.backend, self._tp_args, self._tp_cueq, self._auto_e3nn = backend, (irreps_edge, self.sh, irreps_mid, instructions), None, False
         self.radial = nn.Sequential(nn.Linear(n_radial + edge_dim, 64), nn.SiLU(), nn.Linear(64, self.tp.weight_numel))
         self.mix = o3.Linear(irreps_mid, self.gate.irreps_in)
         self.self_interaction = o3.Linear(irreps_in, self.gate.irreps_out)
@@ -115,11 +115,17 @@ class E3Layer(nn.Module):
                                   nn.Linear(ffn_mult * scalars, scalars)) if ffn_mult > 0 else None)
 
     def product(self, device: torch.device):
-        """The per-edge tensor product for `device`: e3nn's, or cuEquivariance's (made on first use)."""
-        if not uses_cueq(self.backend, device):
+        """The per-edge tensor product for `device`: e3nn's, or cuEquivariance's (made on first use;
+        `auto` takes it only on CUDA where its fused kernel applies, qdiff.models.cueq)."""
+        auto = self.backend == "auto"
+        if self.backend == "e3nn" or (auto and (device.type != "cuda" or self._auto_e3nn)):
             return self.tp
         if self._tp_cueq is None:
-            self._tp_cueq = ChannelWiseProduct(*self._tp_args)
+            product = ChannelWiseProduct(*self._tp_args) if not auto or cueq_available() else None
+            if auto and (product is None or not product.fused):
+                self._auto_e3nn = True
+                return self.tp
+            self._tp_cueq = product
         return self._tp_cueq
 
     def forward(self, h: Tensor, sh: Tensor, edge_features: Tensor, weight: Tensor, graph: MoleculeGraph) -> Tensor:
@@ -139,8 +145,9 @@ class E3Conformer(nn.Module):
     padding), message passing over bonds ∪ pairs closer than `cutoff` (Å). `symmetry` "o3":
     E(3)-equivariant (mirror images give mirrored outputs); "so3": equivariant to rotations and
     translations only, chirality-aware (see the module docstring). `backend`: who computes the
-    per-edge tensor products, "e3nn", "cueq" (cuEquivariance) or "auto" (cuEquivariance on CUDA
-    when installed): same weights, same checkpoints, outputs equal to float rounding (qdiff.models.cueq)."""
+    per-edge tensor products, "e3nn", "cueq" (cuEquivariance) or "auto" (cuEquivariance where its
+    fused CUDA kernel applies; `set_backend` changes it): same weights, same checkpoints, outputs
+    equal to float rounding (qdiff.models.cueq)."""
 
     def __init__(self, scalars: int = 32, vectors: int = 8, layers: int = 3, n_radial: int = 16, cutoff: float = 10.0,
                  ffn_mult: int = 0, edge_scalars: int | None = None, edge_vectors: int | None = None, symmetry: str = "o3",
@@ -175,13 +182,24 @@ class E3Conformer(nn.Module):
         self.shapes_seen: set[tuple[int, int]] = set()
         self.compiled_message_passing = None  # torch.compile(self.message_passing), by compile_network
 
+    def set_backend(self, backend: str) -> None:
+        """Who computes the per-edge tensor products from now on (a runtime choice: the weights
+        and the checkpoint are the same for every backend)."""
+        check_backend(backend)
+        self.backend = backend
+        for layer in self.layers:
+            layer.backend, layer._auto_e3nn = backend, False
+
     def forward(self, batch: dict[str, Tensor], x: Tensor, t: Tensor) -> Tensor:
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             raise ValueError("precision bf16 on CPU: the e3nn network runs bf16 on CUDA only (e3nn's Linear refuses "
                              "CPU autocast's mixed dtypes); use precision fp32 on CPU")
         graph, pos, h = self.node_inputs(batch, x, t)
-        message_passing = self.compiled_message_passing or self.message_passing
-        return self.unpad(graph, message_passing(graph, pos, h), batch["mask"])
+        if self.compiled_message_passing is not None:  # the class's function, compiled: a deep copy stays itself
+            out = self.compiled_message_passing(self, graph, pos, h)
+        else:
+            out = self.message_passing(graph, pos, h)
+        return self.unpad(graph, out, batch["mask"])
 
     @torch.compiler.disable  # per-batch [B, N] shapes: eager, so a compiled network sees only the graph's
     def node_inputs(self, batch: dict[str, Tensor], x: Tensor, t: Tensor) -> tuple[MoleculeGraph, Tensor, Tensor]:
@@ -194,6 +212,8 @@ class E3Conformer(nn.Module):
             if shape not in self.shapes_seen:
                 self.shapes_seen.add(shape)
                 logger.info("e3nn static shapes: new bucket %s nodes x %s edges (%d seen)", *shape, len(self.shapes_seen))
+        for layer in self.layers:  # choose (and build) the tensor products here, outside any compiled region
+            layer.product(x.device)
         h = self.encoder(batch, t).to(x.dtype)
         if self.chirality is not None:
             agreement, directions = self.chirality(batch, x)

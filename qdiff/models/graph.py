@@ -52,7 +52,8 @@ class MoleculeGraph:
 
 def bucket_size(n: int, smallest: int = 64, ratio: float = 1.25, multiple: int = 16) -> int:
     """The smallest bucket >= n of the sequence b_0 = smallest, b_k+1 = b_k * ratio rounded up to a
-    multiple of `multiple`: at most 25% padding, and log_1.25(n / 64) + 1 shapes (16 up to 2,000)."""
+    multiple of `multiple` (64, 80, 112, 144, 192, ...): padding at most 25% of n plus the rounding
+    (38% at n = 81, under 30% from a few hundred on), and about 16 shapes up to 2,000."""
     b = smallest
     while b < n:
         b = -(-int(b * ratio) // multiple) * multiple
