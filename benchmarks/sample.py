@@ -20,11 +20,10 @@ import h5py
 import torch
 import yaml
 
-from qdiff.data.featurize import featurize
 from qdiff.models import model_from_spec
 from qdiff.sample import sample_molecules
 from qdiff.train import resolve_config
-from sizes import DEMO_MODEL, PAPER_MODEL  # benchmarks/sizes.py
+from sizes import DEMO_MODEL, PAPER_MODEL, demo_drugs_store  # benchmarks/sizes.py
 
 SIZES = {"demo": DEMO_MODEL, "paper": PAPER_MODEL}
 
@@ -42,10 +41,10 @@ def main() -> None:
                         help="settings merged into the size's model, e.g. '{edge_scalars: 64, edge_vectors: 64}'")
     parser.add_argument("--molecules", type=int, default=20)
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--store", type=Path, help="a demo-drugs store to reuse (built there when missing)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "drugs.h5"
-        featurize("demo-drugs", None, store, {"max_molecules": max(args.molecules, 10), "n_conformers": 5}, progress=False)
+        store = demo_drugs_store(args.store, Path(tmp), max(args.molecules, 10), 5)
         for size in args.sizes.split(","):
             for treatment in ("conventional", "quotient"):
                 run = Path(tmp) / f"{size}-{treatment}"

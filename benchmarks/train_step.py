@@ -24,9 +24,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from qdiff.data.featurize import featurize
 from qdiff.train import Trainer, resolve_config
-from sizes import DEMO_MODEL, PAPER_MODEL  # benchmarks/sizes.py
+from sizes import DEMO_MODEL, PAPER_MODEL, demo_drugs_store  # benchmarks/sizes.py
 
 SIZES = {
     "demo": (DEMO_MODEL, 32),
@@ -75,10 +74,10 @@ def main() -> None:
     parser.add_argument("--model", type=yaml.safe_load, default={}, metavar="YAML",
                         help="settings merged into the size's model, e.g. '{edge_scalars: 64, edge_vectors: 16}'")
     parser.add_argument("--molecules", type=int, default=120, help="demo-drugs molecules to build the store from")
+    parser.add_argument("--store", type=Path, help="a demo-drugs store to reuse (built there when missing)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "drugs.h5"
-        featurize("demo-drugs", None, store, {"max_molecules": args.molecules, "n_conformers": 2}, progress=False)
+        store = demo_drugs_store(args.store, Path(tmp), args.molecules, 2)
         for size in args.sizes.split(","):
             model, batch = SIZES[size]
             model, batch = {**model, **args.model}, args.batch or batch
