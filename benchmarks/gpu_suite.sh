@@ -37,6 +37,7 @@ uniform='{edge_scalars: 64, edge_vectors: 64}'  # equal multiplicities: cuEquiva
 if [ "$part" != compiled ]; then
   run train_fp32 150 "${train[@]}" --sizes demo,paper --steps 20  # builds the store
   run quotient_ops 60 python "$here/bench_quotient_ops.py" --device cuda
+  run equivariance_error 120 python "$here/equivariance_error.py" --device cuda --store "$store" --backend e3nn
   run train_bf16 120 "${train[@]}" --precision bf16 --sizes paper --steps 20 --backend e3nn
   run train_bf16_b128 120 "${train[@]}" --precision bf16 --sizes paper --batch 128 --steps 10 --backend e3nn
   run sample_fp32 120 "${sample[@]}" --sizes paper --backend e3nn
