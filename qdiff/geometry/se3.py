@@ -141,8 +141,9 @@ def regularized_inverse(K: Tensor, eps: float = DEFAULT_EPS, method: str = "solv
     the eigenvalues of the 3x3 matrix and Newton's divided differences of the filter
     (`_filtered_inverse`), ~40 elementwise ops on [B] numbers that torch.compile can fuse into one
     kernel, equal to the solves to ~1e-15 on generic and degenerate clouds alike, with the solves'
-    gradient. "solve" is the default because it is the faster one measured so far (CPU, B = 48:
-    0.8 vs 1.1 ms per call in eager mode); benchmarks/bench_quotient_ops.py times both, on GPUs too.
+    gradient. "solve" is the default because it is the faster one measured so far (eager, one CPU
+    thread, B = 48: projection + curvature 1.55 vs 2.14 ms); benchmarks/bench_quotient_ops.py
+    times both, on GPUs too.
     Float64 either way: float32 cannot hold the regularization (δ²/λ² = 1e-12 is below its
     rounding, and its eigenvalue error ~1e-7 tr K exceeds δ, which would invert the zero
     eigenvalue of a collinear cloud as ~1e6/tr K).

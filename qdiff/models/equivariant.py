@@ -105,7 +105,7 @@ class E3Layer(nn.Module):
         irreps_mid, instructions = depthwise_paths(irreps_edge, self.sh, self.gate.irreps_in)
         self.tp = o3.TensorProduct(irreps_edge, self.sh, irreps_mid, instructions, shared_weights=False, internal_weights=False)
         # the same product by cuEquivariance (qdiff.models.cueq): no parameters, not in the state_dict
-        self.backend, self._tp_args, self._tp_cueq, self._auto_e3nn = backend, (irreps_edge, self.sh, irreps_mid, instructions), None, False
+        self.backend, self._tp_args, self._tp_cueq = backend, (irreps_edge, self.sh, irreps_mid, instructions), None
         self.radial = nn.Sequential(nn.Linear(n_radial + edge_dim, 64), nn.SiLU(), nn.Linear(64, self.tp.weight_numel))
         self.mix = o3.Linear(irreps_mid, self.gate.irreps_in)
         self.self_interaction = o3.Linear(irreps_in, self.gate.irreps_out)
@@ -118,15 +118,11 @@ class E3Layer(nn.Module):
         """The per-edge tensor product for `device`: e3nn's, or cuEquivariance's (made on first use;
         `auto` takes it only on CUDA where its fused kernel applies, qdiff.models.cueq)."""
         auto = self.backend == "auto"
-        if self.backend == "e3nn" or (auto and (device.type != "cuda" or self._auto_e3nn)):
+        if self.backend == "e3nn" or (auto and (device.type != "cuda" or not cueq_available())):
             return self.tp
         if self._tp_cueq is None:
-            product = ChannelWiseProduct(*self._tp_args) if not auto or cueq_available() else None
-            if auto and (product is None or not product.fused):
-                self._auto_e3nn = True
-                return self.tp
-            self._tp_cueq = product
-        return self._tp_cueq
+            self._tp_cueq = ChannelWiseProduct(*self._tp_args)
+        return self.tp if auto and not self._tp_cueq.fused else self._tp_cueq
 
     def forward(self, h: Tensor, sh: Tensor, edge_features: Tensor, weight: Tensor, graph: MoleculeGraph) -> Tensor:
         source = h if self.down is None else self.down(h)
@@ -180,7 +176,7 @@ class E3Conformer(nn.Module):
         # torch.compile without dynamic shapes and for CUDA graphs; outputs unchanged.
         self.static_shapes = False
         self.shapes_seen: set[tuple[int, int]] = set()
-        self.compiled_message_passing = None  # torch.compile(self.message_passing), by compile_network
+        self.compiled_message_passing = None  # torch.compile(E3Conformer.message_passing), by compile_network
 
     def set_backend(self, backend: str) -> None:
         """Who computes the per-edge tensor products from now on (a runtime choice: the weights
@@ -188,7 +184,7 @@ class E3Conformer(nn.Module):
         check_backend(backend)
         self.backend = backend
         for layer in self.layers:
-            layer.backend, layer._auto_e3nn = backend, False
+            layer.backend = backend
 
     def forward(self, batch: dict[str, Tensor], x: Tensor, t: Tensor) -> Tensor:
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
@@ -228,7 +224,7 @@ class E3Conformer(nn.Module):
         """Node vectors [M, 3] from node features: the layers and the head, on the graph's shapes only."""
         rel = pos[graph.src] - pos[graph.dst]  # x_j - x_i for the message j -> i
         if graph.bucketed:  # a bucket's extra edges (node 0 to itself): a unit vector, weight 0
-            rel = torch.where(graph.edge_valid[:, None], rel, torch.ones_like(rel) * rel.new_tensor([1.0, 0.0, 0.0]))
+            rel = torch.where(graph.edge_valid[:, None], rel, rel.new_tensor([1.0, 0.0, 0.0]).expand_as(rel))
         dist = rel.norm(dim=-1)
         # The true harmonics (0e + 1o + 2e); in SO(3) mode the layers read them as 0e + 1e + 2e.
         sh = o3.spherical_harmonics(o3.Irreps.spherical_harmonics(2), rel, normalize=True, normalization="component")
